@@ -1,0 +1,39 @@
+# Two commands for a newcomer: `make run` and `make test`. Each creates the
+# virtual environment it needs (.venv) on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= all
+
+.PHONY: run test lint bench dag clean-results help
+
+help:
+	@echo "make run   - the whole default study (CPU model organisms) end to end"
+	@echo "make test  - the test suite"
+	@echo "make lint  - ruff + snakemake --lint"
+	@echo "make dag   - regenerate docs/rulegraph.svg"
+
+# torch first, pinned, from the CPU wheel: any other spec pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[cpu]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check workflow tests bench
+	$(BIN)/snakemake --lint
+
+dag: $(STAMP)
+	$(BIN)/snakemake --rulegraph | dot -Tsvg > docs/rulegraph.svg
+
+clean-results:
+	rm -rf results logs benchmarks .snakemake

@@ -1,0 +1,33 @@
+# =============================================================================
+# spurious-rewards: reproduce and audit "Spurious Rewards: Rethinking Training
+# Signals in RLVR" (Shao et al., 2025) from one config.
+#   snakemake --cores all                                  # the CPU organism study
+#   snakemake --configfile config/paper.yaml --profile profiles/slurm
+# =============================================================================
+
+from snakemake.utils import min_version
+
+min_version("9.19")
+
+
+configfile: "config.yaml"
+
+
+# ----- config validation, wildcard constraints, input functions --------------
+include: "workflow/rules/common.smk"
+# ----- data: normalized datasets ---------------------------------------------
+include: "workflow/rules/data.smk"
+# ----- CPU model organisms (toy models with the paper's priors) --------------
+include: "workflow/rules/organism.smk"
+# ----- majority-vote and incorrect labels ------------------------------------
+include: "workflow/rules/labels.smk"
+# ----- GRPO training per (model, reward, variant, seed) -----------------------
+include: "workflow/rules/train.smk"
+# ----- evaluation of base models and checkpoints -----------------------------
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_outputs(),

@@ -1,0 +1,107 @@
+import json
+import os
+import sys
+
+# The package lives in workflow/; putting it (and bin/spurious) on the paths
+# makes `spurious ...` work in every job, whether it runs in this environment,
+# a conda env built by --use-conda, or on a SLURM node.
+REPO = os.path.abspath(workflow.basedir)
+sys.path.insert(0, os.path.join(REPO, "workflow"))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (os.path.join(REPO, "workflow"), os.environ.get("PYTHONPATH", "")) if p
+)
+os.environ["PATH"] = os.pathsep.join((os.path.join(REPO, "bin"), os.environ.get("PATH", "")))
+
+from spurious_rewards import config as cfgmod
+
+# ----- validate the config (fails before any job is planned) -----------------
+try:
+    cfgmod.validate(config)
+except cfgmod.ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+RUNS = list(cfgmod.runs(config))
+STEPS = cfgmod.checkpoint_steps(config)
+ORGANISM_DIR = "workflow/resources/organisms"
+
+
+wildcard_constraints:
+    model=cfgmod.regex_alternatives(config["models"]),
+    reward=cfgmod.regex_alternatives(config["rewards"]),
+    variant=cfgmod.regex_alternatives(config["variants"]),
+    dataset=cfgmod.regex_alternatives(config["datasets"]),
+    seed=r"\d+",
+
+
+# ----- input functions --------------------------------------------------------
+
+
+def as_json(obj):
+    """Params are passed to the CLI as one JSON argument (quoted with :q in shell)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def dataset_spec(wildcards):
+    return as_json({"name": wildcards.dataset, **config["datasets"][wildcards.dataset]})
+
+
+def dataset_local_inputs(wildcards):
+    """A dataset read from a local file or folder is an input (its changes rerun the rule)."""
+    spec = config["datasets"][wildcards.dataset]
+    if spec["kind"] == "hub" and os.path.exists(spec["path"]):
+        return [spec["path"]]
+    return []
+
+
+def model_input(wildcards):
+    """The model's local folder when it has one (an organism or a user path), else nothing (a hub id)."""
+    if cfgmod.is_local_model(config, wildcards.model):
+        return config["models"][wildcards.model]["path"]
+    return []
+
+
+def organism_spec(wildcards):
+    return as_json(config["models"][wildcards.model]["organism"])
+
+
+def training_data(wildcards):
+    return cfgmod.training_data_path(config, wildcards.model, wildcards.reward)
+
+
+def run_spec(wildcards):
+    run = cfgmod.Run(wildcards.model, wildcards.reward, wildcards.variant, int(wildcards.seed))
+    return as_json(cfgmod.run_spec(config, run))
+
+
+def benchmark_files(wildcards=None):
+    return sorted({f"results/data/{b['dataset']}.jsonl" for b in config["benchmarks"].values()})
+
+
+def eval_spec(wildcards):
+    return as_json(
+        {
+            "model": {"name": wildcards.model, **config["models"][wildcards.model]},
+            "benchmarks": {
+                name: {**b, "data": f"results/data/{b['dataset']}.jsonl"}
+                for name, b in config["benchmarks"].items()
+            },
+            "evaluation": config["evaluation"],
+        }
+    )
+
+
+def labelling_spec(wildcards):
+    return as_json({"model": {"name": wildcards.model, **config["models"][wildcards.model]}, **config["labelling"]})
+
+
+def gpu_resources(n):
+    return {"gpu": n} if n else {}
+
+
+def get_final_outputs():
+    outputs = [f"results/eval/{m}/base/summary.json" for m in config["models"]]
+    outputs += [f"results/eval/{r.path}/summary.json" for r in RUNS]
+    outputs += [
+        f"results/organisms/{m}/probe.json" for m, spec in config["models"].items() if spec.get("organism")
+    ]
+    return outputs

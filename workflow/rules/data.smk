@@ -1,0 +1,23 @@
+# Normalize one dataset (hub id, local copy, generator or the one-shot example)
+# into JSONL records {id, prompt, answer, source}; templates come later, per model.
+rule prepare_dataset:
+    input:
+        dataset_local_inputs,
+    output:
+        "results/data/{dataset}.jsonl",
+    log:
+        "logs/prepare_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare_dataset/{dataset}.tsv"
+    params:
+        spec=dataset_spec,
+    conda:
+        "../../envs/pipeline.yaml"
+    shell:
+        "spurious prepare-data --spec {params.spec:q} --out {output:q} > {log:q} 2>&1"
+
+
+# Phase target: every dataset of the config.
+rule prepare_data:
+    input:
+        expand("results/data/{dataset}.jsonl", dataset=config["datasets"]),

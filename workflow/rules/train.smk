@@ -1,0 +1,35 @@
+# GRPO for one (model, reward, variant, seed). Checkpoints (checkpoints/step_N)
+# and metrics.jsonl are published only when the run completes; the resumable
+# state lives beside them in state/, which Snakemake never deletes, so a killed
+# job restarts from its last checkpoint.
+rule train_grpo:
+    input:
+        model=model_input,
+        data=training_data,
+    output:
+        checkpoints=directory("results/train/{model}/{reward}/{variant}/seed{seed}/checkpoints"),
+        metrics="results/train/{model}/{reward}/{variant}/seed{seed}/metrics.jsonl",
+    log:
+        "logs/train_grpo/{model}/{reward}/{variant}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train_grpo/{model}/{reward}/{variant}/seed{seed}.tsv"
+    params:
+        spec=run_spec,
+        state="results/train/{model}/{reward}/{variant}/seed{seed}/state",
+    threads: config["grpo"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=1440,
+        gpu=config["grpo"]["gpus"],
+    conda:
+        "../../envs/pipeline.yaml"
+    shell:
+        "spurious train --spec {params.spec:q} --data {input.data:q} --state {params.state:q} "
+        "--out-checkpoints {output.checkpoints:q} --out-metrics {output.metrics:q} "
+        "--threads {threads} > {log:q} 2>&1"
+
+
+# Phase target: every training run of the grid.
+rule train_all:
+    input:
+        [f"results/train/{r.path}/metrics.jsonl" for r in RUNS],

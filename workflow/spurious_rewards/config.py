@@ -1,0 +1,239 @@
+"""Config loading, validation and the experiment grid.
+
+The same validation runs in ``workflow/rules/common.smk`` (before Snakemake
+plans anything), in ``spurious check-config`` and in every CLI entry point, so
+a bad config fails before any job runs, with the key, the bad value and what is
+allowed. Why not ``snakemake.utils.validate`` alone: its messages name the
+schema path, not the user's key, and say nothing about cross-references
+(a reward naming a variant that does not exist).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key, the value and what is allowed."""
+
+
+def _with_defaults(cls: type) -> type:
+    """A validator that also fills ``default:`` values (the jsonschema FAQ recipe)."""
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):  # noqa: ANN001
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(cls, {"properties": set_defaults})
+
+
+_DefaultingValidator = _with_defaults(Draft202012Validator)
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _key_path(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _allowed_keys(schema: dict) -> list[str]:
+    return sorted(schema.get("properties", {}))
+
+
+def _describe(error) -> str:  # noqa: ANN001
+    """Turn one jsonschema error into 'key: problem; allowed: ...'."""
+    where = _key_path(error.absolute_path)
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        known = set(error.schema.get("properties", {}))
+        unknown = sorted(k for k in error.instance if k not in known)
+        prefix = f"{where}." if error.absolute_path else ""
+        return (
+            f"unknown key {', '.join(repr(prefix + k) for k in unknown)}; "
+            f"allowed keys{' under ' + repr(where) if error.absolute_path else ''}: "
+            f"{', '.join(_allowed_keys(error.schema))}"
+        )
+    if error.validator == "enum":
+        return f"{where}: {error.instance!r} is not allowed; allowed values: {', '.join(map(str, error.validator_value))}"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator == "propertyNames":
+        return f"{where}: bad name {error.instance!r}: names may use letters, digits, '.', '_' and '-' only"
+    return f"{where}: {error.message}"
+
+
+def validate(config: dict) -> dict:
+    """Validate and fill defaults in place; raise :class:`ConfigError` listing every problem."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
+    validator = _DefaultingValidator(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(dict.fromkeys(_describe(e) for e in errors)))
+    _check_references(config)
+    return config
+
+
+def _check_references(cfg: dict) -> None:
+    """Cross-key checks the schema cannot express."""
+    from . import rewards  # lazy: keeps `spurious --help` fast
+
+    problems: list[str] = []
+    datasets, variants = cfg["datasets"], cfg["variants"]
+    if cfg["training_data"] not in datasets:
+        problems.append(
+            f"training_data: {cfg['training_data']!r} is not a dataset; allowed values: {', '.join(datasets)}"
+        )
+    for name, r in cfg["rewards"].items():
+        try:
+            rewards.parse_reward(r["spec"])
+        except ValueError as exc:
+            problems.append(f"rewards.{name}.spec: {exc}")
+        for v in r["variants"]:
+            if v not in variants:
+                problems.append(
+                    f"rewards.{name}.variants: {v!r} is not a variant; allowed values: {', '.join(variants)}"
+                )
+        if r["labels"] == "one_shot" and not any(d["kind"] == "one_shot" for d in datasets.values()):
+            problems.append(f"rewards.{name}.labels: one_shot needs a dataset with kind: one_shot")
+    for name, b in cfg["benchmarks"].items():
+        if b["dataset"] not in datasets:
+            problems.append(
+                f"benchmarks.{name}.dataset: {b['dataset']!r} is not a dataset; allowed values: {', '.join(datasets)}"
+            )
+        bad_k = [k for k in b["pass_at"] if k > b["samples"]]
+        if bad_k:
+            problems.append(f"benchmarks.{name}.pass_at: {bad_k} exceed samples={b['samples']}")
+    g = cfg["grpo"]
+    rollout = g["prompts_per_rollout"] * g["group_size"]
+    if rollout % g["mini_batch"]:
+        problems.append(
+            f"grpo.mini_batch: {g['mini_batch']} must divide the rollout batch "
+            f"prompts_per_rollout*group_size = {rollout}"
+        )
+    if g["mini_batch"] % g["micro_batch"]:
+        problems.append(f"grpo.micro_batch: {g['micro_batch']} must divide grpo.mini_batch = {g['mini_batch']}")
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def load(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    with open(path) as fh:
+        cfg = yaml.safe_load(fh) or {}
+    try:
+        return validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def config_hash(cfg: dict) -> str:
+    """Short stable hash of a (validated) config, recorded in every result for provenance."""
+    blob = json.dumps(cfg, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------
+# the grid
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training job: a (model, reward, variant, seed) cell of the grid."""
+
+    model: str
+    reward: str
+    variant: str
+    seed: int
+
+    @property
+    def path(self) -> str:
+        return f"{self.model}/{self.reward}/{self.variant}/seed{self.seed}"
+
+
+def runs(cfg: dict) -> Iterator[Run]:
+    for model in cfg["models"]:
+        for reward, r in cfg["rewards"].items():
+            for variant in r["variants"]:
+                for seed in cfg["seeds"]:
+                    yield Run(model, reward, variant, seed)
+
+
+def checkpoint_steps(cfg: dict) -> list[int]:
+    """Rollout steps at which a checkpoint is saved (and evaluated); the last step is always included."""
+    g = cfg["grpo"]
+    steps = list(range(g["save_every"], g["steps"] + 1, g["save_every"]))
+    if not steps or steps[-1] != g["steps"]:
+        steps.append(g["steps"])
+    return steps
+
+
+def updates_per_rollout(cfg: dict, variant: str) -> int:
+    g = cfg["grpo"]
+    if cfg["variants"][variant]["one_update"]:
+        return 1
+    return g["prompts_per_rollout"] * g["group_size"] // g["mini_batch"]
+
+
+def labels_needed(cfg: dict) -> set[str]:
+    """Which label sets (majority_vote / incorrect) some reward trains on."""
+    return {r["labels"] for r in cfg["rewards"].values()} & {"majority_vote", "incorrect"}
+
+
+def training_data_path(cfg: dict, model: str, reward: str) -> str:
+    labels = cfg["rewards"][reward]["labels"]
+    if labels in ("majority_vote", "incorrect"):
+        return f"results/labels/{model}/{labels}.jsonl"
+    if labels == "one_shot":
+        name = next(n for n, d in cfg["datasets"].items() if d["kind"] == "one_shot")
+        return f"results/data/{name}.jsonl"
+    return f"results/data/{cfg['training_data']}.jsonl"
+
+
+def is_local_model(cfg: dict, model: str) -> bool:
+    """True when the model's weights come from a local folder (a built organism or a user's path)."""
+    m = cfg["models"][model]
+    return bool(m.get("organism")) or Path(m["path"]).exists()
+
+
+def run_spec(cfg: dict, run: Run) -> dict:
+    """Everything one training job needs, resolved (what the train rule passes to ``spurious train``)."""
+    model = cfg["models"][run.model]
+    reward = cfg["rewards"][run.reward]
+    variant = cfg["variants"][run.variant]
+    grpo = dict(cfg["grpo"])
+    return {
+        "run": run.path,
+        "backend": cfg["backend"],
+        "model": {"name": run.model, **{k: model[k] for k in ("path", "template", "family")}},
+        "reward": {"name": run.reward, "spec": reward["spec"], "labels": reward["labels"]},
+        "variant": {"name": run.variant, **variant},
+        "seed": run.seed,
+        "grpo": grpo,
+        "updates_per_rollout": updates_per_rollout(cfg, run.variant),
+        "checkpoint_steps": checkpoint_steps(cfg),
+    }
+
+
+def regex_alternatives(names: Any) -> str:
+    """A wildcard constraint matching exactly the given names."""
+    return "|".join(re.escape(str(n)) for n in sorted(names, key=len, reverse=True))
