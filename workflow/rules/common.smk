@@ -91,7 +91,16 @@ def eval_spec(wildcards):
 
 
 def labelling_spec(wildcards):
-    return as_json({"model": {"name": wildcards.model, **config["models"][wildcards.model]}, **config["labelling"]})
+    ev = config["evaluation"]
+    return as_json(
+        {
+            "model": {"name": wildcards.model, **config["models"][wildcards.model]},
+            **config["labelling"],
+            "engine": ev["engine"],
+            "batch_size": ev["batch_size"],
+            "grading_workers": ev["grading_workers"],
+        }
+    )
 
 
 def gpu_resources(n):
