@@ -10,7 +10,11 @@ from snakemake.utils import min_version
 min_version("9.19")
 
 
-configfile: "config.yaml"
+# the default study; a --configfile on the command line replaces it (rather than
+# merging into it, so config/paper.yaml does not inherit the toy models)
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 # ----- config validation, wildcard constraints, input functions --------------

@@ -2,15 +2,19 @@ import json
 import os
 import sys
 
-# The package lives in workflow/; putting it (and bin/spurious) on the paths
-# makes `spurious ...` work in every job, whether it runs in this environment,
-# a conda env built by --use-conda, or on a SLURM node.
+# The package lives in workflow/. Jobs call the `spurious` CLI: without an
+# activated environment it is found next to this Python (the venv's bin/), and
+# inside a conda env built by --use-conda (which puts its own bin/ first) the
+# repo's bin/spurious runs it from workflow/ through PYTHONPATH.
 REPO = os.path.abspath(workflow.basedir)
 sys.path.insert(0, os.path.join(REPO, "workflow"))
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (os.path.join(REPO, "workflow"), os.environ.get("PYTHONPATH", "")) if p
+_env = dict(os.environ)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, (os.path.join(REPO, "workflow"), _env.get("PYTHONPATH")))),
+    PATH=os.pathsep.join(
+        filter(None, (os.path.dirname(sys.executable), os.path.join(REPO, "bin"), _env.get("PATH")))
+    ),
 )
-os.environ["PATH"] = os.pathsep.join((os.path.join(REPO, "bin"), os.environ.get("PATH", "")))
 
 from spurious_rewards import config as cfgmod
 
