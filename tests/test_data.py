@@ -533,3 +533,16 @@ def test_load_records_empty_answer_policy(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="empty") as exc:
         load_records(path, allow_empty_answer=False)
     assert str(exc.value).startswith(f"{path}:2: field 'answer': ")
+
+
+def test_label_sets_may_carry_the_true_answer(tmp_path):
+    """Majority-vote and incorrect sets keep the true answer beside the (possibly wrong) label."""
+    from spurious_rewards import data, io
+
+    good = tmp_path / "mv.jsonl"
+    io.write_jsonl([{"id": "a", "prompt": "What is 1+1?", "answer": "3", "source": "s", "true_answer": "2"}], good)
+    assert data.load_records(good)[0]["true_answer"] == "2"
+    bad = tmp_path / "bad.jsonl"
+    io.write_jsonl([{"id": "a", "prompt": "p", "answer": "3", "source": "s", "true_answer": 2}], bad)
+    with pytest.raises(io.DataError, match="true_answer"):
+        data.load_records(bad)

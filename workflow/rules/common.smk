@@ -27,6 +27,15 @@ except cfgmod.ConfigError as exc:
 RUNS = list(cfgmod.runs(config))
 STEPS = cfgmod.checkpoint_steps(config)
 ORGANISM_DIR = "workflow/resources/organisms"
+# conda envs (used with --use-conda only): the GPU paths pin OpenRLHF's and vLLM's stacks
+TRAIN_ENV = (
+    "../../envs/train-openrlhf.yaml" if config["backend"] == "openrlhf" else "../../envs/pipeline.yaml"
+)
+EVAL_ENV = (
+    "../../envs/eval-vllm.yaml"
+    if config["grpo"]["gpus"] > 0 and config["evaluation"]["engine"] in ("auto", "vllm")
+    else "../../envs/pipeline.yaml"
+)
 
 
 wildcard_constraints:

@@ -17,7 +17,7 @@ rule evaluate_base:
     resources:
         gpu=min(config["grpo"]["gpus"], 1),
     conda:
-        "../../envs/pipeline.yaml"
+        EVAL_ENV
     shell:
         "spurious evaluate --spec {params.spec:q} --model-dir {params.model:q} "
         "--out-summary {output.summary:q} --out-samples {output.samples:q} --threads {threads} > {log:q} 2>&1"
@@ -43,7 +43,7 @@ rule evaluate_run:
     resources:
         gpu=min(config["grpo"]["gpus"], 1),
     conda:
-        "../../envs/pipeline.yaml"
+        EVAL_ENV
     shell:
         "spurious evaluate --spec {params.spec:q} --checkpoints {input.checkpoints:q} "
         "--out-summary {output.summary:q} --out-samples {output.samples:q} --threads {threads} > {log:q} 2>&1"

@@ -19,7 +19,7 @@ rule label_majority_vote:
     resources:
         gpu=min(config["grpo"]["gpus"], 1),
     conda:
-        "../../envs/pipeline.yaml"
+        EVAL_ENV
     shell:
         "spurious label-majority --spec {params.spec:q} --data {input.data:q} "
         "--out-majority {output.majority:q} --out-incorrect {output.incorrect:q} "

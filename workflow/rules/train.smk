@@ -18,11 +18,12 @@ rule train_grpo:
         state="results/train/{model}/{reward}/{variant}/seed{seed}/state",
     threads: config["grpo"]["threads"]
     resources:
-        mem_mb=4000,
+        # OpenRLHF holds Ray, vLLM and DeepSpeed (with host-side buffers) in one job
+        mem_mb=256000 if config["backend"] == "openrlhf" else 4000,
         runtime=1440,
         gpu=config["grpo"]["gpus"],
     conda:
-        "../../envs/pipeline.yaml"
+        TRAIN_ENV
     shell:
         "spurious train --spec {params.spec:q} --data {input.data:q} --state {params.state:q} "
         "--out-checkpoints {output.checkpoints:q} --out-metrics {output.metrics:q} "

@@ -39,6 +39,8 @@ __all__ = [
 
 #: The fields of a normalized record, in the order they are written.
 RECORD_FIELDS: tuple[str, ...] = ("id", "prompt", "answer", "source")
+#: label sets (majority vote, incorrect) also carry the true answer, for accuracy tracking
+OPTIONAL_FIELDS: tuple[str, ...] = ("true_answer",)
 
 #: π1 of Wang et al. (One-Shot RLVR), verbatim, with its own instruction suffix (paper-setup.md §3.3).
 ONE_SHOT_PROMPT = (
@@ -122,6 +124,7 @@ def load_records(path: str | os.PathLike[str], *, allow_empty_answer: bool = Tru
     """
     p = Path(path)
     rows: list[_Row] = []
+    extras: list[dict[str, str]] = []
     for lineno, obj in iter_jsonl_numbered(p):
         if not isinstance(obj, dict):
             raise DataError(p, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
@@ -130,19 +133,24 @@ def load_records(path: str | os.PathLike[str], *, allow_empty_answer: bool = Tru
                 raise DataError(
                     p, f"missing (a record needs {', '.join(RECORD_FIELDS)})", line=lineno, field=field
                 )
-        extra = sorted(set(obj) - set(RECORD_FIELDS))
+        extra = sorted(set(obj) - set(RECORD_FIELDS) - set(OPTIONAL_FIELDS))
         if extra:
             raise DataError(
                 p,
-                f"unexpected (a record has exactly {', '.join(RECORD_FIELDS)})",
+                f"unexpected (a record has {', '.join(RECORD_FIELDS)} and optionally {', '.join(OPTIONAL_FIELDS)})",
                 line=lineno,
                 field=extra[0],
             )
-        rows.append(_Row({f: obj[f] for f in RECORD_FIELDS}, str(p), lineno))
+        for field in OPTIONAL_FIELDS:
+            if field in obj and not isinstance(obj[field], str):
+                raise DataError(p, f"must be a string, got {type(obj[field]).__name__}", line=lineno, field=field)
+        row = _Row({f: obj[f] for f in RECORD_FIELDS}, str(p), lineno)
+        rows.append(row)
+        extras.append({f: obj[f] for f in OPTIONAL_FIELDS if f in obj})
     if not rows:
         raise DataError(p, "no records (empty file)")
     _check_rows(rows, allow_empty_answer=allow_empty_answer, columns={}, where="line")
-    return [row.record for row in rows]
+    return [{**row.record, **extra} for row, extra in zip(rows, extras, strict=True)]
 
 
 # --------------------------------------------------------------------------- spec checks

@@ -1,0 +1,1 @@
+"""CPU stub of ``flash_attn.utils`` (tests only)."""
