@@ -76,7 +76,7 @@ def raw_step_time(cfg: dict, model_dir: str, steps: int) -> tuple[float, list[fl
         attn = torch.cat([enc["attention_mask"], mask.long()], dim=1)
         adv = torch.randn(rollout)
 
-        def logps(ids, am):
+        def logps(ids, am, plen=plen):
             logits = model(input_ids=ids, attention_mask=am).logits[:, plen - 1 : -1]
             return torch.log_softmax(logits.float(), -1).gather(-1, ids[:, plen:].unsqueeze(-1)).squeeze(-1)
 
