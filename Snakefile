@@ -29,6 +29,8 @@ include: "workflow/rules/labels.smk"
 include: "workflow/rules/train.smk"
 # ----- evaluation of base models and checkpoints -----------------------------
 include: "workflow/rules/evaluate.smk"
+# ----- tables, figures, summary.md and DVC metrics/plots ---------------------
+include: "workflow/rules/aggregate.smk"
 
 
 rule all:

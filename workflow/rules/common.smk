@@ -126,4 +126,10 @@ def get_final_outputs():
     outputs += [
         f"results/organisms/{m}/probe.json" for m, spec in config["models"].items() if spec.get("organism")
     ]
+    outputs += [
+        "results/summary.md",
+        "results/aggregate/metrics.csv",
+        "results/metrics.json",
+        "results/plots/accuracy.csv",
+    ]
     return outputs

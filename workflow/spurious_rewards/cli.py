@@ -70,7 +70,9 @@ def cmd_probe_organism(args: argparse.Namespace) -> int:
     from . import io, organism
 
     _set_threads(args.threads)
-    report = organism.probe_organism(args.model, n_problems=args.problems, samples=args.samples, seed=args.seed)
+    report = organism.probe_organism(
+        args.model, n_problems=args.problems, samples=args.samples, seed=args.seed, threads=args.threads
+    )
     io.write_json(report, args.out)
     log.info("probe %s: %s", args.model, report)
     return 0
@@ -118,6 +120,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out_summary=args.out_summary,
         out_samples=args.out_samples,
     )
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from . import aggregate, config
+
+    cfg = config.validate(args.spec)
+    paths = aggregate.aggregate(
+        cfg, args.out_dir, results_dir=args.results_dir, n_boot=args.n_boot, workers=args.workers
+    )
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return 0
 
 
@@ -176,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-samples", type=Path, required=True)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("aggregate", help="tables, bootstrap CIs, transitions, figures and summary.md of a study")
+    s.add_argument("--spec", type=_spec, required=True, help="the resolved config as JSON")
+    s.add_argument("--out-dir", type=Path, default=Path("results"))
+    s.add_argument("--results-dir", type=Path, default=None, help="where eval/ and train/ are (default: --out-dir)")
+    s.add_argument("--n-boot", type=int, default=2000, help="bootstrap draws per confidence interval")
+    s.add_argument("--workers", type=int, default=1, help="processes reading sample files")
+    s.set_defaults(func=cmd_aggregate)
     return p
 
 
