@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from spurious_rewards import config as cfgmod
 from spurious_rewards import data, train
 

@@ -58,7 +58,7 @@ def cmd_build_organism(args: argparse.Namespace) -> int:
     from . import organism
 
     _set_threads(args.threads)
-    spec = dict(args.spec)
+    spec = {"name": args.out.name, **args.spec}
     steps = spec.pop("steps", None)
     seed = spec.pop("seed", 0)
     manifest = organism.build_organism(spec, args.out, seed=seed, steps=steps, threads=args.threads)
