@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from spurious_rewards import aggregate, classify, io
 from spurious_rewards import config as cfgmod
 

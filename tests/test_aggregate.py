@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
 from spurious_rewards import aggregate, classify, evaluate, io
 from spurious_rewards import config as cfgmod
 

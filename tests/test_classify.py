@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from spurious_rewards import classify, io
 
 # A crafted benchmark of 10 problems (paper-setup.md §5.2), hand-computed:

@@ -19,6 +19,7 @@ import datasets  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
+
 from spurious_rewards import synthetic  # noqa: E402
 from spurious_rewards.data import (  # noqa: E402
     ONE_SHOT_ANSWER,

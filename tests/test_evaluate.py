@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from spurious_rewards import data, evaluate, io, labels
 
 ROOT = Path(__file__).resolve().parents[1]

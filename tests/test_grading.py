@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from spurious_rewards import grading
 from spurious_rewards.grading import extract_answer, grade, grade_many, grading_stats
 

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from spurious_rewards.io import (
     DataError,
     atomic_output,

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
 from spurious_rewards import config as cfgmod
 from spurious_rewards import openrlhf, openrlhf_reward, rewards, templates, train
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from spurious_rewards import rewards
 from spurious_rewards.rewards import (
     REWARD_NAMES,

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from spurious_rewards import config as cfgmod
 from spurious_rewards import data, train
 
