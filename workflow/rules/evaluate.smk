@@ -39,6 +39,9 @@ rule evaluate_run:
         "benchmarks/evaluate_run/{model}/{reward}/{variant}/seed{seed}.tsv"
     params:
         spec=eval_spec,
+        # the run's training spec: a retrained run is re-evaluated even by a separate
+        # snakemake call (DVC's evaluate phase), where the ancient() checkpoints cannot tell
+        run=run_spec,
     threads: config["evaluation"]["threads"]
     resources:
         gpu=min(config["grpo"]["gpus"], 1),

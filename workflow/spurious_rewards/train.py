@@ -89,8 +89,9 @@ def publish(spec: dict, state_dir: Path, out_checkpoints: Path, out_metrics: Pat
         Path(tmp).mkdir(parents=True)
         for s in steps:
             shutil.copytree(hf / f"step_{s}", Path(tmp) / f"step_{s}")
-        # `final` names the last checkpoint without copying its weights again
-        os.symlink(f"step_{steps[-1]}", Path(tmp) / "final")
+        # `final` is the last checkpoint, hard-linked (no second copy of the weights;
+        # DVC does not track symlinks to folders)
+        shutil.copytree(Path(tmp) / f"step_{steps[-1]}", Path(tmp) / "final", copy_function=os.link)
         io.write_json({"run": spec["run"], "steps": steps, "final": steps[-1]}, Path(tmp) / "index.json")
     io.write_jsonl(rows, out_metrics)
 
