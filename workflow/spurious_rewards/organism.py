@@ -583,7 +583,7 @@ def code_token_ids(tokenizer: Any) -> list[int]:
     ids = []
     for tid in range(len(tokenizer)):
         text = tokenizer.decode([tid])
-        if text.lstrip().startswith("`"):
+        if text.lstrip().startswith("```"):
             ids.append(tid)
     return ids
 

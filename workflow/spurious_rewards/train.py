@@ -126,31 +126,18 @@ class MetricsLog:
             os.fsync(fh.fileno())
 
 
-def code_open_token_ids(tokenizer) -> list[int]:  # noqa: ANN001
-    """Tokens whose text opens a fenced code block (after optional whitespace)."""
-    ids = []
-    for tok_id in range(len(tokenizer)):
-        text = tokenizer.decode([tok_id])
-        if text.lstrip().startswith("```"):
-            ids.append(tok_id)
-    return ids
-
-
-def p_code(model, tokenizer, prompts: list[str], code_ids: list[int]) -> float:  # noqa: ANN001
+def p_code(model, tokenizer, prompts: list[str]) -> float:  # noqa: ANN001
     """Mean probability that the first response token opens a code block (no sampling noise)."""
-    import torch
+    from .organism import first_token_code_probability
 
-    if not code_ids or not prompts:
+    if not prompts:
         return float("nan")
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        logits = model(**enc).logits[:, -1, :].float()
+    probs = first_token_code_probability(model, tokenizer, prompts)
     if was_training:
         model.train()
-    probs = torch.softmax(logits, dim=-1)[:, code_ids].sum(-1)
-    return float(probs.mean())
+    return sum(probs) / len(probs)
 
 
 # ---------------------------------------------------------------------------
@@ -302,7 +289,6 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
         log.info("resuming %s from %s (rollout step %d)", spec["run"], resume, resume_step)
         _export_from_checkpoint(resume, hf_dir / f"step_{resume_step}", tokenizer)
     metrics = MetricsLog(state_dir / "metrics.jsonl", resume_step)
-    code_ids = code_open_token_ids(tokenizer)
 
     class RolloutCallback(TrainerCallback):
         """Rolls TRL's per-update logs up into one row per rollout step, and saves at rollout boundaries."""
@@ -313,7 +299,7 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
 
         def on_train_begin(self, args, state, control, model=None, **kw):  # noqa: ANN001
             if resume is None:
-                metrics.append({"step": 0, "p_code": p_code(model, tokenizer, probe_prompts, code_ids),
+                metrics.append({"step": 0, "p_code": p_code(model, tokenizer, probe_prompts),
                                 "wall_time": 0.0})
             self.t0 = time.time()
 
@@ -354,7 +340,7 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
             row["response_length"] = _mean(u.get("completions/mean_length") for u in ups)
             row["grad_norm"] = _mean(u.get("grad_norm") for u in ups)
             row["loss"] = _mean(u.get("loss") for u in ups)
-            row["p_code"] = p_code(model, tokenizer, probe_prompts, code_ids)
+            row["p_code"] = p_code(model, tokenizer, probe_prompts)
             row["updates"] = len(ups)
             row["wall_time"] = round(time.time() - self.roll.t0, 3)
             metrics.append(row)
