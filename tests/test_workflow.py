@@ -35,8 +35,15 @@ def test_lint_is_clean():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_default_config_plans_the_organism_grid():
-    res = snakemake("-n", "--quiet", "rules")
+def fresh_workdir(tmp_path: Path) -> Path:
+    """A work dir like a fresh clone's: the shipped resources, no results (a dev's results/ would hide jobs)."""
+    (tmp_path / "workflow").symlink_to(ROOT / "workflow")
+    return tmp_path
+
+
+def test_default_config_plans_the_organism_grid(tmp_path):
+    wd = fresh_workdir(tmp_path)
+    res = snakemake("-n", "--quiet", "rules", "--configfile", str(ROOT / "config.yaml"), "--directory", str(wd))
     assert res.returncode == 0, res.stderr
     counts = job_counts(res.stdout)
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -49,8 +56,9 @@ def test_default_config_plans_the_organism_grid():
     assert "build_organism" not in counts
 
 
-def test_paper_config_plans_the_full_grid():
-    res = snakemake("-n", "--quiet", "rules", "--configfile", str(ROOT / "config/paper.yaml"))
+def test_paper_config_plans_the_full_grid(tmp_path):
+    wd = fresh_workdir(tmp_path)
+    res = snakemake("-n", "--quiet", "rules", "--configfile", str(ROOT / "config/paper.yaml"), "--directory", str(wd))
     assert res.returncode == 0, res.stderr
     counts = job_counts(res.stdout)
     cfg = yaml.safe_load((ROOT / "config/paper.yaml").read_text())

@@ -14,7 +14,7 @@ import math
 import time
 from pathlib import Path
 
-from . import classify, data, generation, grading, io, rewards, templates
+from . import classify, data, generation, grading, io, provenance, rewards, templates
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ def evaluate(
                 log.info("step %d %s: accuracy %.3f code %.3f", step, name, summary["accuracy"],
                          summary["code_frequency"])
             del engine
-    result = {"model": model["name"], "grading": grading.grading_stats(), "results": rows}
+    result = {"model": model["name"], "grading": grading.grading_stats(), "results": rows,
+              "provenance": provenance.provenance(provenance.spec_hash(spec), ev["seed"])}
     io.write_json(result, out_summary)
     return result

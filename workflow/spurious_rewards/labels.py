@@ -16,7 +16,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from . import classify, data, generation, grading, io, templates
+from . import classify, data, generation, grading, io, provenance, templates
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ def label_majority(
         "majority_accuracy": sum(maj_correct) / len(records),
         "empty_majority": sum(1 for m in majorities if not m),
         "incorrect_problems": len(wrong_rows),
+        "provenance": provenance.provenance(provenance.spec_hash(spec), spec["seed"]),
     }
     log.info("labels for %s: %s", model["name"], stats)
     return stats

@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import io
+from . import io, provenance
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,9 @@ def publish(spec: dict, state_dir: Path, out_checkpoints: Path, out_metrics: Pat
         # `final` is the last checkpoint, hard-linked (no second copy of the weights;
         # DVC does not track symlinks to folders)
         shutil.copytree(Path(tmp) / f"step_{steps[-1]}", Path(tmp) / "final", copy_function=os.link)
-        io.write_json({"run": spec["run"], "steps": steps, "final": steps[-1]}, Path(tmp) / "index.json")
+        io.write_json({"run": spec["run"], "steps": steps, "final": steps[-1],
+                       "provenance": provenance.provenance(provenance.spec_hash(spec), spec["seed"])},
+                      Path(tmp) / "index.json")
     io.write_jsonl(rows, out_metrics)
 
 
