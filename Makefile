@@ -13,6 +13,7 @@ help:
 	@echo "make test  - the test suite"
 	@echo "make lint  - ruff + snakemake --lint"
 	@echo "make dag   - regenerate docs/rulegraph.svg"
+	@echo "make bench - every benchmark vs its target -> results/bench/*.json + BENCHMARKS.md (~10 min)"
 
 # torch first, pinned, from the CPU wheel: any other spec pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -31,6 +32,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check workflow tests bench
 	$(BIN)/snakemake --lint
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
 
 dag: $(STAMP)
 	$(BIN)/snakemake --rulegraph | dot -Tsvg > docs/rulegraph.svg

@@ -1,0 +1,59 @@
+"""Fast checks of the benchmark runner (no benchmark is run)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_planning_scales_seeds() -> None:
+    bp = _load("bench_planning")
+    base = {"seeds": [1, 2, 3], "models": {"m": {}}}
+    assert bp.scaled_config(base, 1)["seeds"] == [1, 2, 3]
+    assert bp.scaled_config(base, 4)["seeds"] == list(range(1, 13))
+    assert base["seeds"] == [1, 2, 3]
+
+
+def test_every_figure_has_two_sizes_in_the_plan() -> None:
+    ra = _load("run_all")
+    for quick in (False, True):
+        names = [n for n, _, _ in ra.plan(quick)]
+        for bench in ("grading", "train", "generation"):
+            assert f"{bench}_small" in names and bench in names
+        argv = dict((n, a) for n, a, _ in ra.plan(quick))
+        assert len(argv["analysis"][argv["analysis"].index("--sizes") + 1:][:2]) == 2
+        assert all("--out" in a for a in argv.values())
+
+
+def test_table_from_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ra = _load("run_all")
+    monkeypatch.setattr(ra, "OUT", tmp_path)
+    (tmp_path / "planning.json").write_text(json.dumps({
+        "meets_target": True,
+        "sizes": [{"scale": 1, "jobs": 869, "seconds": 11.0, "linear_ratio": 1.0},
+                  {"scale": 2, "jobs": 1709, "seconds": 20.0, "linear_ratio": 0.92}]}))
+    (tmp_path / "train.json").write_text(json.dumps(
+        {"ratio": 1.2, "trl_step_s": 1.2, "raw_step_s": 1.0, "raw_steps_s": [1, 1], "peak_rss_mb": 500}))
+    rows = ra.figures(quick=False)
+    by = {r["figure"].split(":")[0]: r for r in rows}
+    assert by["Planning"]["pass"] == "PASS" and "x2" in by["Planning"]["scaling"]
+    assert by["Toy training"]["pass"] == "PASS"
+    assert by["Grading"]["pass"] == "MISS"  # not measured is never a pass
+    md = tmp_path / "B.md"
+    ra.write_markdown(rows, ra.machine(), {}, False, md)
+    text = md.read_text()
+    assert "| Figure | Target | Measured | Scaling | Pass |" in text and "nproc" in text
