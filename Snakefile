@@ -29,6 +29,8 @@ include: "workflow/rules/labels.smk"
 include: "workflow/rules/train.smk"
 # ----- evaluation of base models and checkpoints -----------------------------
 include: "workflow/rules/evaluate.smk"
+# ----- the audit: contamination, prompt-robust baselines, clipping bias --------
+include: "workflow/rules/audit.smk"
 # ----- tables, figures, summary.md and DVC metrics/plots ---------------------
 include: "workflow/rules/aggregate.smk"
 

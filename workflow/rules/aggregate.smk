@@ -11,6 +11,12 @@ rule aggregate_results:
         run_samples=[f"results/eval/{r.path}/samples" for r in RUNS],
         train=[f"results/train/{r.path}/metrics.jsonl" for r in RUNS],
         paper_numbers="workflow/resources/paper_numbers.csv",
+        audit=audit_outputs(),
+        audit_samples=[
+            f"results/audit/baselines/{m}/samples"
+            for m in config["models"]
+            if config["audit"]["baselines"]["enabled"]
+        ],
     output:
         metrics="results/aggregate/metrics.csv",
         stats="results/aggregate/summary_stats.csv",
@@ -35,6 +41,27 @@ rule aggregate_results:
             caption="../report/transitions.rst",
             category="Figures",
         ),
+        fig_contamination=report(
+            "results/figures/audit_contamination.png",
+            caption="../report/audit_contamination.rst",
+            category="Audit",
+        ),
+        fig_baselines=report(
+            "results/figures/audit_baselines.png",
+            caption="../report/audit_baselines.rst",
+            category="Audit",
+        ),
+        fig_clip_probe=report(
+            "results/figures/audit_clip_probe.png",
+            caption="../report/audit_clip_probe.rst",
+            category="Audit",
+        ),
+        verdict=report(
+            "results/aggregate/verdict.csv", caption="../report/verdict.rst", category="Audit"
+        ),
+        baselines="results/aggregate/baselines.csv",
+        contamination="results/aggregate/contamination.csv",
+        clip_probe="results/aggregate/clip_probe.csv",
         summary=report("results/summary.md", caption="../report/summary.rst", category="Summary"),
         dvc_metrics="results/metrics.json",
         dvc_plot="results/plots/accuracy.csv",

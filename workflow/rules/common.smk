@@ -116,6 +116,94 @@ def labelling_spec(wildcards):
     )
 
 
+# ----- the audit (audit.smk) ---------------------------------------------------
+
+
+def data_file(dataset):
+    return f"results/data/{dataset}.jsonl"
+
+
+def contamination_files(wildcards):
+    return [data_file(d) for d in cfgmod.contamination_datasets(config)]
+
+
+def contamination_spec(wildcards):
+    return as_json(
+        {
+            "model": {"name": wildcards.model, **config["models"][wildcards.model]},
+            "datasets": {d: data_file(d) for d in cfgmod.contamination_datasets(config)},
+            "contamination": config["audit"]["contamination"],
+            "evaluation": config["evaluation"],
+        }
+    )
+
+
+def shots_dataset():
+    return config["audit"]["baselines"]["shots_dataset"] or config["training_data"]
+
+
+def baseline_files(wildcards):
+    benches = config["benchmarks"]
+    files = {data_file(benches[b]["dataset"]) for b in cfgmod.baseline_benchmarks(config)}
+    if "few_shot" in config["audit"]["baselines"]["templates"]:
+        files.add(data_file(shots_dataset()))
+    return sorted(files)
+
+
+def baselines_spec(wildcards):
+    benches = config["benchmarks"]
+    return as_json(
+        {
+            "model": {"name": wildcards.model, **config["models"][wildcards.model]},
+            "benchmarks": {
+                b: {**benches[b], "data": data_file(benches[b]["dataset"])}
+                for b in cfgmod.baseline_benchmarks(config)
+            },
+            "baselines": {**config["audit"]["baselines"], "shots_data": data_file(shots_dataset())},
+            "evaluation": config["evaluation"],
+        }
+    )
+
+
+def probe_files(wildcards):
+    bench = config["benchmarks"][cfgmod.verdict_benchmark(config)]
+    return sorted({data_file(config["training_data"]), data_file(bench["dataset"])})
+
+
+def probe_spec(wildcards):
+    cp = config["audit"]["clip_probe"]
+    g = config["grpo"]
+    name = cfgmod.verdict_benchmark(config)
+    bench = config["benchmarks"][name]
+    return as_json(
+        {
+            "model": {"name": wildcards.model, **config["models"][wildcards.model]},
+            "train_data": data_file(config["training_data"]),
+            "benchmark": {"name": name, **bench, "data": data_file(bench["dataset"])},
+            "grpo": g,
+            "probe": {
+                **cp,
+                "prompts_per_rollout": cp["prompts_per_rollout"] or g["prompts_per_rollout"],
+                "lr": cp["lr"] or g["lr"],
+            },
+            "variants": {v: config["variants"][v] for v in cfgmod.probe_variants(config)},
+            "max_new_tokens": config["evaluation"]["max_new_tokens"],
+            "alpha": config["audit"]["verdict"]["alpha"],
+        }
+    )
+
+
+def audit_outputs():
+    audit = config["audit"]
+    out = []
+    if audit["contamination"]["enabled"]:
+        out += [f"results/audit/contamination/{m}/summary.json" for m in config["models"]]
+    if audit["baselines"]["enabled"]:
+        out += [f"results/audit/baselines/{m}/summary.json" for m in config["models"]]
+    out += [f"results/audit/clip_probe/{m}.json" for m in cfgmod.probe_models(config)]
+    return out
+
+
 def gpu_resources(n):
     return {"gpu": n} if n else {}
 
@@ -126,6 +214,7 @@ def get_final_outputs():
     outputs += [
         f"results/organisms/{m}/probe.json" for m, spec in config["models"].items() if spec.get("organism")
     ]
+    outputs += audit_outputs()
     outputs += [
         "results/summary.md",
         "results/aggregate/metrics.csv",

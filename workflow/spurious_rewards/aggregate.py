@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import classify, io, stats
+from . import audit, classify, io, stats
 from . import config as cfgmod
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ def output_paths(out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         "summary": out / "summary.md",
         "dvc_metrics": out / "metrics.json",
         "dvc_plot": out / "plots" / "accuracy.csv",
+        **audit.output_paths(out),
     }
 
 
@@ -435,14 +436,14 @@ def transitions_mean(per_run: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index().assign(scope="mean", seed=pd.NA)
 
 
-def _cell_job(job: tuple) -> tuple[list[dict], list[pd.DataFrame], list[str]]:
+def _cell_job(job: tuple) -> tuple[list[dict], list[pd.DataFrame], list[str], dict | None]:
     """One (model, reward, variant) cell: read its runs' sample folders and bootstrap it (in a worker).
 
-    Returns the cell's CI rows, its per-run transition tables and the runs that had
-    no samples (the parent logs them). Reading and bootstrapping a whole cell in one
+    Returns the cell's CI rows, its per-run transition tables, the runs that had
+    no samples (the parent logs them) and the cell's verdict row (audit.py). Reading and bootstrapping a whole cell in one
     job keeps both off the parent process, so they use every core.
     """
-    keys, runs, base, base_acc, n_boot, seed, alpha = job
+    keys, runs, base, base_acc, n_boot, seed, alpha, (best, main, clean) = job
     seeds: dict[int, RunSamples] = {}
     trans: list[pd.DataFrame] = []
     empty: list[str] = []
@@ -455,7 +456,8 @@ def _cell_job(job: tuple) -> tuple[list[dict], list[pd.DataFrame], list[str]]:
         trans += [t.assign(scope="run", **keys, seed=run_seed, n_seeds=1, benchmark=bench, step=steps[-1])
                   for bench, (steps, _, t) in out.items()]
     rows = _cell_ci(keys, base_acc, seeds, n_boot, seed, alpha) if seeds else []
-    return rows, trans, empty
+    verdict = audit.verdict_row(keys, seeds, base_acc, best, main, clean, n_boot, seed, alpha) if seeds else None
+    return rows, trans, empty, verdict
 
 
 def _start_sample_pass(cfg: dict, res: Path, n_boot: int, seed: int, alpha: float,
@@ -476,34 +478,42 @@ def _start_sample_pass(cfg: dict, res: Path, n_boot: int, seed: int, alpha: floa
     for model, accs in base_acc.items():
         keys = {"model": model, "family": _family(cfg, model), "reward": BASE, "variant": BASE}
         ci_rows += [r for r in _cell_ci(keys, accs, {}, n_boot, seed, alpha) if r["metric"] == "accuracy"]
+    baselines, best = audit.read_baselines(cfg, res, base, read_sample_dir=read_sample_dir, accuracy=_accuracy,
+                                           n_boot=n_boot, seed=seed, alpha=alpha)
+    audit_ctx = (cfgmod.verdict_benchmark(cfg), list(cfg["audit"]["clean"]))
     runs = [r for r in cfgmod.runs(cfg) if base[r.model]]
     cell_of = lambda run: (run.model, run.reward, run.variant)  # noqa: E731
     jobs = []
     for (model, reward, variant), group in groupby(runs, key=cell_of):
         keys = {"model": model, "family": _family(cfg, model), "reward": reward, "variant": variant}
         members = [(r.seed, str(r.path), str(res / "eval" / r.path / "samples")) for r in group]
-        jobs.append((keys, members, base[model], base_acc[model], n_boot, seed, alpha))
+        jobs.append((keys, members, base[model], base_acc[model], n_boot, seed, alpha,
+                     (best.get(model, {}), *audit_ctx)))
     use_pool = pool is not None and len(jobs) > 1
     results = pool.map(_cell_job, jobs, chunksize=1) if use_pool else map(_cell_job, jobs)
 
-    def finish() -> tuple[pd.DataFrame, pd.DataFrame]:
+    def finish() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         trans: list[pd.DataFrame] = []
-        for rows, cell_trans, empty in results:
+        verdicts: list[dict] = []
+        for rows, cell_trans, empty, verdict in results:
             for path in empty:
                 log.warning("no samples for %s", path)
             trans.extend(cell_trans)
             ci_rows.extend(rows)
+            if verdict is not None:
+                verdicts.append(verdict)
         ci = pd.DataFrame(ci_rows, columns=[*STAT_KEYS, "ci_low", "ci_high"])
         per_run = pd.concat(trans, ignore_index=True) if trans else pd.DataFrame(columns=TRANSITION_COLUMNS)
-        return ci, per_run
+        return ci, per_run, pd.DataFrame(verdicts, columns=audit.VERDICT_COLUMNS), baselines
 
     return finish
 
 
 def sample_pass(
     cfg: dict, res: Path, n_boot: int, seed: int, alpha: float, workers: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read every sample file once; return (bootstrap CIs, per-run transitions at the final step).
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Read every sample file once; return (bootstrap CIs, per-run transitions at the final step,
+    verdict rows, baseline rows).
 
     Each (model, reward, variant) cell (its seeds' sample folders, then its
     bootstrap) is one job for ``workers`` processes, collected in grid order, so
@@ -773,7 +783,8 @@ def _paper_cell(paper: pd.DataFrame | None, model: str, reward: str, benchmark: 
 
 
 def write_summary(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str, Path], *,
-                  n_boot: int, seed: int, alpha: float, paper: pd.DataFrame | None, found: dict[str, int]) -> None:
+                  n_boot: int, seed: int, alpha: float, paper: pd.DataFrame | None, found: dict[str, int],
+                  audit_md: list[str] = ()) -> None:
     """results/summary.md: the gains table with CIs, context tables, figures and provenance."""
     benches = list(cfg["benchmarks"])
     main = benches[0]
@@ -893,6 +904,7 @@ def write_summary(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str
     md += [_md_table(["Model", "Reward", *classify.GROUPS, "Total (pp)"], rows) if rows
            else "_No transitions yet (no sample files)._", ""]
 
+    md += list(audit_md)
     md += ["## Figures", ""]
     here = paths["summary"].parent
     for key, title in [("fig_accuracy", f"Accuracy on {main} vs. training step"),
@@ -979,7 +991,7 @@ def aggregate(
         finish = _start_sample_pass(config, res, n_boot, seed, alpha, pool)
         evals, trains = write_tables(config, res, paths["metrics"])
         log.info("metrics.csv: %d eval rows, %d training rows", len(evals), len(trains))
-        ci, per_run = finish()
+        ci, per_run, verdicts, baselines = finish()
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
@@ -1003,6 +1015,18 @@ def aggregate(
     plot_transitions(trans[trans["scope"] == "mean"] if len(trans) else trans, config, main,
                      paths["fig_transitions"])
 
+    contamination = audit.read_contamination(config, res)
+    probe = audit.read_clip_probe(config, res)
+    for key, frame in (("verdict", verdicts), ("baselines", baselines), ("contamination", contamination),
+                       ("clip_probe", probe)):
+        with io.atomic_output(paths[key]) as tmp:
+            frame.to_csv(tmp, index=False, lineterminator="\n")
+    audit.plot_contamination(contamination, config, paths["fig_contamination"])
+    audit.plot_baselines(baselines, config, paths["fig_baselines"])
+    audit.plot_clip_probe(probe, config, paths["fig_clip_probe"])
+    audit_md = audit.markdown(config, verdicts, baselines, contamination, probe, paths, paths["summary"].parent,
+                              main_variant=main_variant, alpha=alpha)
+
     paper = None
     if config.get("study") == "paper" and paper_numbers is not None and Path(paper_numbers).exists():
         paper = load_paper_numbers(paper_numbers)
@@ -1012,7 +1036,8 @@ def aggregate(
         "train": len(trains[RUN_KEYS].drop_duplicates()) if len(trains) else 0,
         "expected": sum(1 for _ in cfgmod.runs(config)),
     }
-    write_summary(ix, trans, config, paths, n_boot=n_boot, seed=seed, alpha=alpha, paper=paper, found=found)
+    write_summary(ix, trans, config, paths, n_boot=n_boot, seed=seed, alpha=alpha, paper=paper, found=found,
+                  audit_md=audit_md)
     write_dvc_files(ix, config, paths)
     log.info("aggregated %d/%d runs into %s", found["runs"], found["expected"], out)
     return paths

@@ -54,7 +54,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_prepare_data(args: argparse.Namespace) -> int:
     from . import data
 
-    n = data.prepare_to_file(args.spec, args.out)
+    n = data.prepare_to_file(args.spec, args.out, with_provenance=True)
     log.info("wrote %d records to %s", n, args.out)
     return 0
 
@@ -128,6 +128,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_contamination(args: argparse.Namespace) -> int:
+    from . import contamination
+
+    _set_threads(args.threads)
+    contamination.audit(args.spec, model_dir=args.model_dir, out_summary=args.out_summary,
+                        out_samples=args.out_samples)
+    return 0
+
+
+def cmd_evaluate_baselines(args: argparse.Namespace) -> int:
+    from . import evaluate
+
+    _set_threads(args.threads)
+    evaluate.evaluate_baselines(args.spec, model_dir=args.model_dir, out_summary=args.out_summary,
+                                out_samples=args.out_samples)
+    return 0
+
+
+def cmd_probe_clip(args: argparse.Namespace) -> int:
+    from . import clip_probe
+
+    _set_threads(args.threads)
+    result = clip_probe.probe(args.spec, model_dir=args.model_dir, out=args.out)
+    log.info("clip probe %s: %s", args.model_dir, json.dumps(result["summary"])[:1000])
+    return 0
+
+
 def cmd_aggregate(args: argparse.Namespace) -> int:
     from . import aggregate, config
 
@@ -194,6 +221,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-samples", type=Path, required=True)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("audit-contamination", help="partial-prompt contamination audit of a base model")
+    s.add_argument("--spec", type=_spec, required=True)
+    s.add_argument("--model-dir", required=True, help="the base model: local folder or hub id")
+    s.add_argument("--out-summary", type=Path, required=True)
+    s.add_argument("--out-samples", type=Path, required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_audit_contamination)
+
+    s = sub.add_parser("evaluate-baselines", help="evaluate a base model under every baseline prompt template")
+    s.add_argument("--spec", type=_spec, required=True)
+    s.add_argument("--model-dir", required=True, help="the base model: local folder or hub id")
+    s.add_argument("--out-summary", type=Path, required=True)
+    s.add_argument("--out-samples", type=Path, required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_evaluate_baselines)
+
+    s = sub.add_parser("probe-clip", help="clipping-bias probe: K one-step updates from the frozen base model")
+    s.add_argument("--spec", type=_spec, required=True)
+    s.add_argument("--model-dir", required=True, help="the base model: local folder or hub id")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_probe_clip)
 
     s = sub.add_parser("aggregate", help="tables, bootstrap CIs, transitions, figures and summary.md of a study")
     s.add_argument("--spec", type=_spec, required=True, help="the resolved config as JSON")

@@ -131,8 +131,65 @@ def _check_references(cfg: dict) -> None:
         )
     if g["mini_batch"] % g["micro_batch"]:
         problems.append(f"grpo.micro_batch: {g['micro_batch']} must divide grpo.mini_batch = {g['mini_batch']}")
+    problems += _audit_references(cfg)
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def _audit_references(cfg: dict) -> list[str]:
+    """The audit's keys name datasets, benchmarks and variants that must exist."""
+    a = cfg["audit"]
+    problems: list[str] = []
+
+    def check(key: str, names: list | None, allowed: dict, what: str) -> None:
+        for n in names or []:
+            if n not in allowed:
+                problems.append(f"audit.{key}: {n!r} is not a {what}; allowed values: {', '.join(allowed)}")
+
+    check("contamination.datasets", a["contamination"]["datasets"], cfg["datasets"], "dataset")
+    check("baselines.benchmarks", a["baselines"]["benchmarks"], cfg["benchmarks"], "benchmark")
+    if a["baselines"]["shots_dataset"] is not None:
+        check("baselines.shots_dataset", [a["baselines"]["shots_dataset"]], cfg["datasets"], "dataset")
+    check("clean", a["clean"], cfg["benchmarks"], "benchmark")
+    for name in a["clean"]:
+        ds = cfg["datasets"].get(cfg["benchmarks"].get(name, {}).get("dataset"), {})
+        if ds and (ds.get("kind") != "synthetic" or ds.get("split") != "test"):
+            problems.append(
+                f"audit.clean: benchmark {name!r} is not clean: its dataset must have kind: synthetic "
+                f"and split: test (the contamination-free generator's held-out half)"
+            )
+    if a["verdict"]["benchmark"] is not None:
+        check("verdict.benchmark", [a["verdict"]["benchmark"]], cfg["benchmarks"], "benchmark")
+    check("clip_probe.variants", a["clip_probe"]["variants"], cfg["variants"], "variant")
+    check("clip_probe.models", a["clip_probe"]["models"], cfg["models"], "model")
+    return problems
+
+
+def verdict_benchmark(cfg: dict) -> str:
+    """The benchmark the verdict judges (configured, else the first one: the main benchmark)."""
+    return cfg["audit"]["verdict"]["benchmark"] or next(iter(cfg["benchmarks"]))
+
+
+def baseline_benchmarks(cfg: dict) -> list[str]:
+    """Benchmarks the prompt-robust baselines are evaluated on."""
+    return cfg["audit"]["baselines"]["benchmarks"] or [verdict_benchmark(cfg)]
+
+
+def contamination_datasets(cfg: dict) -> list[str]:
+    """Datasets the contamination audit covers (default: every benchmark's dataset, in config order)."""
+    named = cfg["audit"]["contamination"]["datasets"]
+    return list(named) if named else list(dict.fromkeys(b["dataset"] for b in cfg["benchmarks"].values()))
+
+
+def probe_models(cfg: dict) -> list[str]:
+    """Models the clipping-bias probe runs on (none when it is disabled)."""
+    cp = cfg["audit"]["clip_probe"]
+    return list(cp["models"] or cfg["models"]) if cp["enabled"] else []
+
+
+def probe_variants(cfg: dict) -> list[str]:
+    """Variants the clipping-bias probe compares."""
+    return list(cfg["audit"]["clip_probe"]["variants"] or cfg["variants"])
 
 
 def load(path: str | Path) -> dict:

@@ -33,6 +33,8 @@ __all__ = [
     "problem_counts",
     "seed_counts",
     "seed_summary",
+    "VERDICTS",
+    "verdict",
 ]
 
 
@@ -135,3 +137,47 @@ def seed_summary(df: pd.DataFrame, by: list[str], value: str = "value") -> pd.Da
     """Mean, sample sd (ddof 1; NaN for one seed) and number of seeds of ``value`` per ``by`` group."""
     out = df.groupby(by, sort=True, dropna=False)[value].agg(["mean", "std", "count"]).reset_index()
     return out.rename(columns={"std": "sd", "count": "n_seeds"})
+
+
+#: The verdict labels, in the order tables list them.
+VERDICTS = ("gain", "no clear gain", "loss")
+
+
+def verdict(paper: CI | None, best: CI | None, clean: CI | None) -> tuple[str, str]:
+    """A plain-words verdict for one (model, reward) from its gains' CIs, with the reason.
+
+    ``paper``: gain over the paper-style baseline; ``best``: over the best prompt
+    template; ``clean``: on the clean (generated) benchmarks. A missing CI (no
+    baselines, no clean benchmark) is skipped, never counted as evidence.
+
+    * **gain** when every available CI among ``best`` (else ``paper``) and
+      ``clean`` lies above 0: the improvement survives the strongest baseline
+      and appears on problems no model can have memorized;
+    * **loss** when the ``paper`` or ``clean`` CI lies below 0: the model got
+      worse than itself before RL, under the same prompt;
+    * **no clear gain** otherwise, including a gain that vanishes against the
+      best prompt or on clean data (the reason says which).
+    """
+    def above(ci: CI | None) -> bool:
+        return ci is not None and ci.low > 0
+
+    def below(ci: CI | None) -> bool:
+        return ci is not None and ci.high < 0
+
+    strongest = best if best is not None else paper
+    if strongest is None and clean is None:
+        return "no clear gain", "no gains measured"
+    judged = [c for c in (strongest, clean) if c is not None]
+    if all(above(c) for c in judged):
+        return "gain", "CI above 0 against the best baseline" + (" and on clean data" if clean is not None else "")
+    if below(paper) or below(clean):
+        where = [n for n, c in (("the paper baseline", paper), ("clean data", clean)) if below(c)]
+        return "loss", "CI below 0 on " + " and ".join(where)
+    reasons = []
+    if above(paper) and best is not None and not above(best):
+        reasons.append("gain over the paper baseline vanishes against the best prompt")
+    if clean is not None and not above(clean):
+        reasons.append("no gain on clean data")
+    if not reasons:
+        reasons.append("CI includes 0")
+    return "no clear gain", "; ".join(reasons)
