@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from spurious_rewards import aggregate, classify, evaluate, io
+from spurious_rewards import aggregate, classify, clip_probe, evaluate, io, stats
 from spurious_rewards import config as cfgmod
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +39,7 @@ def make_config(study: str = "organism", models: dict | None = None, main: str =
         main: {"dataset": "arith_test", "samples": 1, "temperature": 0.0, "pass_at": [1]},
         "arith_avg4": {"dataset": "arith_test", "samples": 4, "temperature": 0.6, "pass_at": [1, 4]},
     }
+    cfg["audit"]["clean"] = ["arith_avg4"]
     return cfgmod.validate(cfg)
 
 
@@ -97,11 +98,40 @@ def build_tree(root: Path, cfg: dict) -> None:
         write_train(root / "train" / run.path / "metrics.jsonl", cfg["grpo"]["steps"], rng)
 
 
+def write_audit(root: Path, cfg: dict, rng: np.random.Generator) -> None:
+    """Audit outputs as the audit rules write them: toy-qwen-math does much better with `boxed`."""
+    model = "toy-qwen-math"
+    d = root / "audit" / "baselines" / model
+    results = [{"template": "r1", "benchmark": "arith", "available": False, "reason": "test"}]
+    for template, acc in (("chat", None), ("plain", 0.1), ("boxed", 0.97)):
+        p_code, acc_code, acc_lang = _style("qwen-math", "base", "base", 0)
+        code = rng.random((N_PROBLEMS, 1)) < p_code
+        p = np.where(code, acc_code, acc_lang) if acc is None else np.full((N_PROBLEMS, 1), acc)
+        correct = rng.random((N_PROBLEMS, 1)) < p
+        io.write_jsonl(({"id": f"arith/{i}", "i": 0, "response": "r", "pred": "7", "correct": bool(correct[i, 0]),
+                         "code": bool(code[i, 0]), "repetition": False, "tokens": 5} for i in range(N_PROBLEMS)),
+                       d / "samples" / template / "step0_arith.jsonl.gz")
+        results.append({"template": template, "benchmark": "arith", "available": True,
+                        "accuracy": float(correct.mean()), "code_frequency": float(code.mean())})
+    io.write_json({"model": model, "paper_template": "chat", "results": results}, d / "summary.json")
+    for m in cfg["models"]:
+        ci = {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+        io.write_json({"model": m, "fraction": 0.6, "results": [
+            {"dataset": "arith_test", "problems": N_PROBLEMS, "skipped": 0, "exact": ci, "rouge_l": ci,
+             "correct": {"mean": 0.1, "ci_low": 0.05, "ci_high": 0.15}}]},
+            root / "audit" / "contamination" / m / "summary.json")
+        summary = [{"variant": v, "metric": k, "mean": 0.01, "ci_low": 0.0, "ci_high": 0.02, "draws": 50}
+                   for v in ("clip", "no_clip", "one_update") for k in clip_probe.METRICS]
+        io.write_json({"model": m, "dominant_style": "code", "summary": summary},
+                      root / "audit" / "clip_probe" / f"{m}.json")
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, dict[str, Path]]:
     root = tmp_path_factory.mktemp("results")
     cfg = make_config()
     build_tree(root, cfg)
+    write_audit(root, cfg, np.random.default_rng(1))
     paths = aggregate.aggregate(cfg, root, n_boot=400)
     return cfg, root, paths
 
@@ -229,6 +259,33 @@ def test_summary_markdown(study) -> None:
     assert "Paper gain" not in md  # only for study: paper
 
 
+def test_audit_tables_verdict_and_summary(study) -> None:
+    cfg, _, paths = study
+    v = pd.read_csv(paths["verdict"])
+    assert len(v) == 6  # 2 models x (ground_truth clip, random clip, random no_clip)
+    assert set(v["verdict"]) <= set(stats.VERDICTS)
+    q = v.query("model == 'toy-qwen-math' and reward == 'ground_truth'").iloc[0]
+    # the boxed prompt (97%) is the best baseline: the gain against it is smaller
+    assert q["best_template"] == "boxed" and q["gain_best"] < q["gain_paper"]
+    assert q["clean_problems"] == N_PROBLEMS and not np.isnan(q["gain_clean"])
+    assert q["verdict"] == "no clear gain" and "vanishes against the best prompt" in q["reason"]
+    n = v.query("model == 'toy-nocode'")
+    assert (n["best_template"] == "chat").all()  # no baselines for it: the paper's template is the best
+    assert (n["gain_best"] == n["gain_paper"]).all()
+    b = pd.read_csv(paths["baselines"])
+    assert b.query("template == 'boxed'")["best"].item() and not b.query("template == 'r1'")["available"].item()
+    md = paths["summary"].read_text()
+    assert "## Is the gain real? The verdict" in md
+    rows = [ln for ln in md.splitlines() if ln.startswith("| toy-qwen-math | ground_truth | ")]
+    assert any("(boxed)" in r and "**no clear gain**" in r for r in rows), rows
+    assert "### Contamination audit (partial prompts)" in md and "arith_test (clean)" in md
+    assert "### Clipping-bias probe" in md and "| toy-nocode | code | one_update |" in md
+    for key in ("fig_contamination", "fig_baselines", "fig_clip_probe"):
+        assert paths[key].read_bytes().startswith(PNG_MAGIC), key
+        assert paths[key].stat().st_size > 15_000, key
+        assert f"(figures/{paths[key].name})" in md
+
+
 def test_dvc_files(study) -> None:
     _, _, paths = study
     metrics = json.loads(paths["dvc_metrics"].read_text())
@@ -247,7 +304,7 @@ def test_deterministic_and_parallel_reading_agrees(study, tmp_path: Path) -> Non
     cfg, root, paths = study
     out = tmp_path / "again"
     again = aggregate.aggregate(cfg, out, results_dir=root, n_boot=400, workers=2)
-    for key in ("metrics", "summary_stats", "transitions", "dvc_metrics", "dvc_plot"):
+    for key in ("metrics", "summary_stats", "transitions", "dvc_metrics", "dvc_plot", "verdict", "baselines"):
         assert again[key].read_bytes() == paths[key].read_bytes(), key
 
 

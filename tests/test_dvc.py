@@ -42,7 +42,7 @@ SOURCES = [
     ".dvc/.gitignore",
     ".dvc/plots",
 ]
-PHASES = ["data", "train", "evaluate", "aggregate"]
+PHASES = ["data", "train", "evaluate", "audit", "aggregate"]
 
 
 def tool_env() -> dict[str, str]:
@@ -98,6 +98,14 @@ def toy_config() -> dict:
     cfg["evaluation"]["max_new_tokens"] = 32
     main = next(iter(cfg["benchmarks"]))
     cfg["benchmarks"] = {main: {**cfg["benchmarks"][main], "samples": 2, "pass_at": [1, 2]}}
+    cfg["datasets"].pop("clean_l2", None)
+    # the audit at its smallest: every rule runs, on a few problems and draws
+    cfg["audit"] = {
+        "contamination": {"fraction": 0.6, "max_new_tokens": 16, "limit": 6},
+        "baselines": {"templates": ["chat", "plain", "few_shot"], "shots": 2},
+        "clean": [main],
+        "clip_probe": {"draws": 2, "eval_problems": 4, "eval_samples": 1},
+    }
     return cfg
 
 
@@ -214,12 +222,15 @@ def test_repro_runs_every_phase_once(tmp_path_factory):
     assert study.repro_jobs == sorted(
         [
             "aggregate_results",
+            f"audit_contamination/{m}",
             f"evaluate_base/{m}",
+            f"evaluate_baselines/{m}",
             f"evaluate_run/{m}/ground_truth/clip/seed1",
             f"evaluate_run/{m}/random/clip/seed1",
             "prepare_dataset/arith_test",
             "prepare_dataset/one_shot",
             "prepare_dataset/train",
+            f"probe_clip_bias/{m}",
             f"train_grpo/{m}/ground_truth/clip/seed1",
             f"train_grpo/{m}/random/clip/seed1",
         ]

@@ -173,11 +173,8 @@ def verdict(paper: CI | None, best: CI | None, clean: CI | None) -> tuple[str, s
     if below(paper) or below(clean):
         where = [n for n, c in (("the paper baseline", paper), ("clean data", clean)) if below(c)]
         return "loss", "CI below 0 on " + " and ".join(where)
-    reasons = []
-    if above(paper) and best is not None and not above(best):
-        reasons.append("gain over the paper baseline vanishes against the best prompt")
-    if clean is not None and not above(clean):
-        reasons.append("no gain on clean data")
-    if not reasons:
-        reasons.append("CI includes 0")
-    return "no clear gain", "; ".join(reasons)
+    if above(strongest):
+        return "no clear gain", "no gain on clean data"
+    if above(paper) and best is not None:
+        return "no clear gain", "gain over the paper baseline vanishes against the best prompt"
+    return "no clear gain", "CI includes 0"
