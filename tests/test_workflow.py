@@ -54,6 +54,9 @@ def test_default_config_plans_the_organism_grid(tmp_path):
     assert counts["evaluate_base"] == len(cfg["models"])
     # the organisms are shipped: a fresh clone never rebuilds them
     assert "build_organism" not in counts
+    # the audit: every base model once per audit rule
+    for rule in ("audit_contamination", "evaluate_baselines", "probe_clip_bias"):
+        assert counts[rule] == len(cfg["models"]), rule
 
 
 def test_paper_config_plans_the_full_grid(tmp_path):
@@ -69,6 +72,9 @@ def test_paper_config_plans_the_full_grid(tmp_path):
     assert counts["evaluate_base"] == 10
     assert counts["label_majority_vote"] == 10
     assert counts["prepare_dataset"] == len(cfg["datasets"])
+    assert counts["audit_contamination"] == counts["evaluate_baselines"] == 10
+    # the probe only where a full-parameter fp32 step fits one 80 GB GPU
+    assert counts["probe_clip_bias"] == len(cfg["audit"]["clip_probe"]["models"]) == 4
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
 
 
