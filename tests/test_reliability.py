@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spurious_rewards import classify, config, data, grading, io, labels, provenance, rewards, train
+from spurious_rewards import classify, config, data, grading, io, provenance, rewards, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hostile_corpus import MEGABYTE, hostile_corpus, marker_payloads  # noqa: E402
@@ -122,8 +123,124 @@ def test_sigkill_prepare_data_leaves_nothing_partial_and_rerun_completes(tmp_pat
     assert not target.exists()
     res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert _leftovers(tmp_path) == ["big.jsonl"]
+    assert _leftovers(tmp_path) == ["big.jsonl", "big.jsonl.provenance.json"]
     assert sum(1 for _ in io.iter_jsonl(target)) == 300_000
+    _assert_provenance(provenance.read_sidecar(target), spec, 0, target)
+
+
+# --- spurious aggregate ------------------------------------------------------------------
+# The results tree is test_aggregate's: 2 models x 6 (reward, variant) cells x 2 seeds, in the
+# pipeline's own formats (summary.json, samples/step*_*.jsonl.gz, metrics.jsonl).
+
+
+@pytest.fixture(scope="module")
+def agg_study(tmp_path_factory) -> dict:
+    """A results tree, an older one (one run missing) and the uninterrupted outputs of both."""
+    from test_aggregate import build_tree
+
+    from spurious_rewards import aggregate
+
+    root = tmp_path_factory.mktemp("agg")
+    cfg = _agg_config()
+    tree, old_tree = root / "tree", root / "old_tree"
+    build_tree(tree, cfg)
+    shutil.copytree(tree, old_tree)
+    gone = "toy-qwen-math/random/clip/seed1"
+    shutil.rmtree(old_tree / "eval" / gone)
+    (old_tree / "train" / gone / "metrics.jsonl").unlink()
+    study = {"cfg": cfg, "tree": tree, "old_tree": old_tree, "root": root}
+    for name, results in (("ref", tree), ("old", old_tree)):
+        res = subprocess.run(_aggregate_cmd(cfg, results, root / name), env=ENV, capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        study[name] = {k: p.read_bytes() for k, p in aggregate.output_paths(root / name).items()}
+    study["targets"] = {k: p.relative_to(root / "ref") for k, p in aggregate.output_paths(root / "ref").items()}
+    # the tables, figures and summary of the older study differ from the newer one's
+    differ = {k for k in study["ref"] if study["old"][k] != study["ref"][k]}
+    assert {"metrics", "summary_stats", "transitions", "summary", "dvc_metrics", "fig_accuracy"} <= differ, differ
+    return study
+
+
+def _agg_config() -> dict:
+    """test_aggregate's study shape: 2 models, ground_truth + random (clip, no_clip), seeds 1-2, steps 10/20."""
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg.pop("audit", None)  # its defaults; the shipped block names benchmarks this study does not have
+    cfg["models"] = {k: cfg["models"][k] for k in ("toy-qwen-math", "toy-nocode")}
+    cfg["rewards"] = {
+        "ground_truth": {"spec": "ground_truth", "labels": "true_labels", "variants": ["clip"]},
+        "random": {"spec": "random(0.5)", "labels": "true_labels", "variants": ["clip", "no_clip"]},
+    }
+    cfg["seeds"] = [1, 2]
+    cfg["grpo"]["steps"], cfg["grpo"]["save_every"] = 20, 10
+    cfg["benchmarks"] = {
+        "arith": {"dataset": "arith_test", "samples": 1, "temperature": 0.0, "pass_at": [1]},
+        "arith_avg4": {"dataset": "arith_test", "samples": 4, "temperature": 0.6, "pass_at": [1, 4]},
+    }
+    return config.validate(cfg)
+
+
+def _aggregate_cmd(cfg: dict, results: Path, out: Path) -> list[str]:
+    return [*CLI, "aggregate", "--spec", json.dumps(cfg), "--results-dir", str(results), "--out-dir", str(out),
+            "--n-boot", "400"]
+
+
+def _visible_files(d: Path) -> set[Path]:
+    """Files under ``d`` relative to it, leaving out atomic_output's hidden temporaries."""
+    return {p.relative_to(d) for p in d.rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+def _kill_when(cmd: list[str], pred, what: str) -> None:
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(pred, proc, 240, what)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"aggregate ended (rc {proc.returncode}) before the kill"
+
+
+def test_sigkill_aggregate_mid_run_leaves_nothing_partial_and_rerun_matches(tmp_path, agg_study):
+    targets, ref = agg_study["targets"], agg_study["ref"]
+    out = tmp_path / "results"
+    cmd = _aggregate_cmd(agg_study["cfg"], agg_study["tree"], out)
+    # kill as soon as the first output is published: the figures and summary.md are still to come
+    _kill_when(cmd, lambda: any((out / t).exists() for t in targets.values()), "the first output")
+    present = {k for k, t in targets.items() if (out / t).exists()}
+    assert present and present != set(targets), present  # some, not all
+    print(f"aggregate killed with {sorted(present)} of {len(targets)} outputs published")
+    for k in present:  # what exists is complete: byte-equal to the uninterrupted run's
+        assert (out / targets[k]).read_bytes() == ref[k], k
+    assert _visible_files(out) == {targets[k] for k in present}  # nothing else at a target-like path
+    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _visible_files(out) == set(targets.values())
+    for k, t in targets.items():  # tables, figures, summary.md and the DVC files, byte for byte
+        assert (out / t).read_bytes() == ref[k], k
+
+
+def test_sigkill_aggregate_over_an_older_study_leaves_each_output_old_or_new(tmp_path, agg_study):
+    targets, ref, old = agg_study["targets"], agg_study["ref"], agg_study["old"]
+    out = tmp_path / "results"
+    shutil.copytree(agg_study["root"] / "old", out)  # the complete outputs of an older study
+    inode = {k: (out / t).stat().st_ino for k, t in targets.items()}
+
+    def first_replaced() -> bool:
+        return any((out / t).stat().st_ino != inode[k] for k, t in targets.items())
+
+    _kill_when(_aggregate_cmd(agg_study["cfg"], agg_study["tree"], out), first_replaced, "the first replacement")
+    replaced = {k for k, t in targets.items() if (out / t).stat().st_ino != inode[k]}
+    assert replaced and replaced != set(targets), replaced
+    print(f"aggregate killed with {sorted(replaced)} of {len(targets)} outputs replaced")
+    for k, t in targets.items():
+        # a replaced output is the new one whole; any other is the old one untouched (never edited in place)
+        assert (out / t).read_bytes() == (ref[k] if k in replaced else old[k]), k
+    assert _visible_files(out) == set(targets.values())
+    res = subprocess.run(_aggregate_cmd(agg_study["cfg"], agg_study["tree"], out), env=ENV, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for k, t in targets.items():
+        assert (out / t).read_bytes() == ref[k], k
 
 
 # ------------------------------------------------------------------------------------------
@@ -167,11 +284,64 @@ def test_two_prepare_data_processes_in_one_directory(tmp_path):
                               env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for i, s in enumerate(specs)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d0.jsonl", "d1.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d0.jsonl", "d0.jsonl.provenance.json", "d1.jsonl",
+                                                          "d1.jsonl.provenance.json"]
     for i, s in enumerate(specs):
         ref = tmp_path.parent / f"ref{i}-{tmp_path.name}.jsonl"
         data.prepare_to_file(s, ref)
         assert (tmp_path / f"d{i}.jsonl").read_bytes() == ref.read_bytes()
+        # 5. provenance of a prepare-data file (the rule's `spurious prepare-data`)
+        _assert_provenance(provenance.read_sidecar(tmp_path / f"d{i}.jsonl"), s, i, tmp_path / f"d{i}.jsonl")
+
+
+_GRADER = """
+import json, sys
+from spurious_rewards import grading
+pairs = [tuple(p) for p in json.load(open(sys.argv[1]))]
+first = grading.grade_many(pairs, workers=2)
+hits_first = grading.grading_stats()["cache_hits"]
+again = grading.grade_many(pairs, workers=2)
+stats = grading.grading_stats()
+print(json.dumps({"first": first, "again": again, "hits_first": hits_first,
+                  "hits_again": stats["cache_hits"] - hits_first, "sympy": stats["sympy"]}))
+"""
+
+
+def _grading_pairs() -> list[tuple[str | None, str]]:
+    """Distinct (pred, label) pairs: cheap verdicts, math-verify ones, wrong ones, None and junk."""
+    pairs: list[tuple[str | None, str]] = []
+    for i in range(1, 41):
+        pairs += [(f"\\frac{{{i}}}{{{2 * i}}}", "0.5"), (f"{i}+x", f"x+{i}"), (f"\\sqrt{{{i * i}}}", str(i)),
+                  (str(i), str(i)), (f"{i}.0", str(i)), (str(i + 1), str(i)), (f"2^{{{i % 7}}}+{i}", str(2 ** (i % 7) + i)),
+                  (f"\\frac{{{i}}}{{3}}", f"{i}/3")]
+    pairs += [(None, "1"), ("", "1"), ("\\boxed{", "1"), ("10^{10^{10}}", "1"), ("x" * 5000, "x")]
+    assert len(set(pairs)) == len(pairs)
+    return pairs
+
+
+def test_grader_cache_is_per_process_and_concurrent_grading_matches_serial(tmp_path):
+    pairs = _grading_pairs()
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(pairs))
+    cmd = [sys.executable, "-c", _GRADER, str(path)]
+    serial = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert serial.returncode == 0, serial.stderr[-3000:]
+    alone = json.loads(serial.stdout)
+    # two processes grading the same pairs at once, started after the serial one graded them all
+    procs = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-3000:] for _, e in outs]
+    both = [json.loads(o) for o, _ in outs]
+    in_process = [grading.grade(p, lab) for p, lab in pairs]
+    assert any(in_process) and not all(in_process) and alone["sympy"] > 40
+    for r in (alone, *both):
+        assert r["first"] == r["again"] == alone["first"] == in_process
+        # per process: nothing graded by another process (or an earlier one) is a cache hit here,
+        # while this process's own verdicts are, on the second pass
+        assert r["hits_first"] == 0 and r["sympy"] == alone["sympy"]
+        assert r["hits_again"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.json"]  # nothing shared on disk
 
 
 # ------------------------------------------------------------------------------------------
@@ -399,7 +569,56 @@ def test_provenance_record():
     assert provenance.provenance(None, None)["seed"] is None
 
 
-def test_train_index_json_has_provenance(tmp_path):
+def _assert_provenance(rec: dict | None, spec, seed, described: Path | None = None) -> None:
+    """A full record: config hash of the job's spec, the git commit, every package version, the seed."""
+    assert rec is not None, "no provenance"
+    assert rec["config_hash"] == (spec if isinstance(spec, str) else provenance.spec_hash(spec))
+    assert rec["seed"] == seed
+    assert rec["git_commit"] == provenance.git_commit() and len(rec["git_commit"]) == 40  # this is a checkout
+    assert set(rec["packages"]) == set(provenance.PACKAGES) and rec["packages"]["torch"] and rec["python"]
+    if described is not None:  # a file's sidecar names the exact bytes it describes
+        assert rec["sha256"] == io.file_sha256(described)
+
+
+def test_sidecar_helper_for_files_and_folders(tmp_path, monkeypatch):
+    spec = {"name": "x", "seed": 4}
+    # a folder output (what evaluation's samples/ uses): provenance.json inside the temporary
+    with io.atomic_output(tmp_path / "samples") as tmp:
+        tmp.mkdir()
+        io.write_jsonl([{"id": "p1", "i": 0, "response": "So 7.", "pred": "7", "correct": True, "code": False,
+                        "repetition": False, "tokens": 3}], tmp / "step0_b.jsonl.gz")
+        assert provenance.write_sidecar(tmp, spec, 4) == tmp / "provenance.json"
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["provenance.json", "step0_b.jsonl.gz"]
+    _assert_provenance(provenance.read_sidecar(tmp_path / "samples"), spec, 4)
+    from spurious_rewards import aggregate
+
+    assert list(aggregate.read_sample_dir(tmp_path / "samples")) == [(0, "b")]  # readers skip it
+    # a file output through io: the sidecar is complete on disk before the file is renamed into place
+    seen = []
+    real_replace = io._replace
+
+    def spy(tmp: Path, target: Path) -> None:
+        if target.name == "m.jsonl":
+            seen.append(io.sidecar_path(target).exists() and not target.exists())
+        real_replace(tmp, target)
+
+    monkeypatch.setattr(io, "_replace", spy)
+    io.write_jsonl([{"step": 1}], tmp_path / "m.jsonl", sidecar=provenance.record(spec, 4))
+    assert seen == [True]
+    _assert_provenance(provenance.read_sidecar(tmp_path / "m.jsonl"), spec, 4, tmp_path / "m.jsonl")
+    # a failing body publishes neither
+    with pytest.raises(RuntimeError), io.atomic_output(tmp_path / "n.json", sidecar=provenance.record("h", 1)) as tmp:
+        tmp.write_text("{")
+        raise RuntimeError
+    assert not (tmp_path / "n.json").exists() and not io.sidecar_path(tmp_path / "n.json").exists()
+    # the helper on a file path, with a precomputed hash
+    out = provenance.write_sidecar(tmp_path / "m.jsonl", "abc", None, sha256=io.file_sha256(tmp_path / "m.jsonl"))
+    assert out == tmp_path / "m.jsonl.provenance.json"
+    _assert_provenance(io.read_json(out), "abc", None, tmp_path / "m.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl", "m.jsonl.provenance.json", "samples"]
+
+
+def test_train_outputs_have_provenance(tmp_path):
     state = tmp_path / "state"
     for s in (1, 2):
         (state / "hf" / f"step_{s}").mkdir(parents=True)
@@ -408,21 +627,22 @@ def test_train_index_json_has_provenance(tmp_path):
     spec = {"run": "m/r/clip/seed5", "seed": 5, "checkpoint_steps": [1, 2], "grpo": {"steps": 2}}
     train.publish(spec, state, tmp_path / "checkpoints", tmp_path / "metrics.jsonl")
     index = io.read_json(tmp_path / "checkpoints/index.json")
-    assert index["steps"] == [1, 2] and index["provenance"]["seed"] == 5
-    assert index["provenance"]["config_hash"] == provenance.spec_hash(spec)
+    assert index["steps"] == [1, 2]
+    _assert_provenance(index["provenance"], spec, 5)  # the checkpoints folder's record
+    _assert_provenance(provenance.read_sidecar(tmp_path / "metrics.jsonl"), spec, 5, tmp_path / "metrics.jsonl")
 
 
-def test_labels_stats_have_provenance(tmp_path, bench, monkeypatch):
-    class FakeEngine:
-        tokenizer = None
-
-        def generate(self, prompts, n, **kw):
-            return [["\\boxed{-1}"] * n for _ in prompts]  # always wrong: every problem is 'incorrect'
-
-    monkeypatch.setattr(labels.generation, "make_engine", lambda *a, **k: FakeEngine())
+def test_label_majority_outputs_have_provenance(tmp_path, bench):
+    """The real `spurious label-majority` (toy organism, 12 problems x 2 samples): every output has a sidecar."""
     spec = {"model": {"name": "toy", "path": str(ORGANISM), "template": "chat"}, "samples": 2, "temperature": 1.0,
-            "max_new_tokens": 8, "template": "plain", "seed": 11, "engine": "hf", "grading_workers": 1}
-    stats = labels.label_majority(spec, data_path=bench, out_majority=tmp_path / "mv.jsonl",
-                                  out_incorrect=tmp_path / "inc.jsonl", out_samples=tmp_path / "s.jsonl.gz")
-    assert stats["provenance"]["seed"] == 11 and stats["provenance"]["config_hash"] == provenance.spec_hash(spec)
-    json.dumps(stats)  # JSON-ready
+            "max_new_tokens": 32, "template": "model", "seed": 11, "engine": "hf", "grading_workers": 1}
+    outs = {"majority": tmp_path / "mv.jsonl", "incorrect": tmp_path / "inc.jsonl", "samples": tmp_path / "s.jsonl.gz"}
+    res = subprocess.run([*CLI, "label-majority", "--spec", json.dumps(spec), "--data", str(bench),
+                          *(x for k, p in outs.items() for x in (f"--out-{k}", str(p)))],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for p in outs.values():
+        _assert_provenance(provenance.read_sidecar(p), spec, 11, p)
+        assert list(io.iter_jsonl(p))  # readers see the data file unchanged
+    assert len(data.load_records(outs["majority"])) == 12
+    assert "'seed': 11" in res.stderr and provenance.spec_hash(spec) in res.stderr  # the stats, logged

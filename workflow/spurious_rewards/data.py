@@ -108,9 +108,20 @@ def prepare(spec: Mapping[str, Any]) -> list[dict[str, str]]:
     return [row.record for row in rows]
 
 
-def prepare_to_file(spec: Mapping[str, Any], out_path: str | os.PathLike[str]) -> int:
-    """:func:`prepare` and write the records as JSONL, atomically. Returns the record count."""
-    return write_jsonl(prepare(spec), out_path)
+def prepare_to_file(spec: Mapping[str, Any], out_path: str | os.PathLike[str], *,
+                    with_provenance: bool = False) -> int:
+    """:func:`prepare` and write the records as JSONL, atomically. Returns the record count.
+
+    ``with_provenance`` (what ``spurious prepare-data`` uses) also publishes
+    ``<out_path>.provenance.json`` (config hash = hash of ``spec``, seed = ``spec["seed"]``
+    or None), before the data file is renamed into place.
+    """
+    sidecar = None
+    if with_provenance:
+        from . import provenance
+
+        sidecar = provenance.record(dict(spec), spec.get("seed"))
+    return write_jsonl(prepare(spec), out_path, sidecar=sidecar)
 
 
 def load_records(path: str | os.PathLike[str], *, allow_empty_answer: bool = True) -> list[dict[str, str]]:

@@ -8,24 +8,35 @@ Why these exist:
 * gzip output is byte-reproducible (no timestamp or file name in the header), so
   DVC hashes do not change when nothing changed;
 * every reader error is a :class:`DataError` naming the file, the line and the
-  field, so a bad input is found in seconds rather than by reading tracebacks.
+  field, so a bad input is found in seconds rather than by reading tracebacks;
+* an output can carry a provenance *sidecar* (``sidecar=`` below): for a file,
+  ``<file>.provenance.json`` beside it, written atomically *before* the file is
+  renamed into place (so a published file always has its sidecar); for a folder,
+  ``provenance.json`` inside the temporary, published by the same rename.
+  ``provenance.record`` builds the record; readers of sample folders match
+  ``step*_*.jsonl.gz`` and never see it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
+    "DIR_SIDECAR",
+    "SIDECAR_SUFFIX",
     "DataError",
     "atomic_output",
+    "file_sha256",
+    "sidecar_path",
     "iter_jsonl",
     "iter_jsonl_numbered",
     "read_json",
@@ -34,6 +45,10 @@ __all__ = [
 ]
 
 _GZIP_MAGIC = b"\x1f\x8b"
+#: a file output's provenance sidecar is ``<file><SIDECAR_SUFFIX>``
+SIDECAR_SUFFIX = ".provenance.json"
+#: a folder output's provenance record is ``<folder>/<DIR_SIDECAR>``
+DIR_SIDECAR = "provenance.json"
 
 
 class DataError(ValueError):
@@ -62,7 +77,7 @@ class DataError(ValueError):
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike[str], *, sidecar: Mapping[str, Any] | None = None) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; move it onto ``path`` only if the body succeeds.
 
     The body creates the temporary as a file or as a directory. It lives in the same
@@ -71,6 +86,12 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     share it). If the body raises, the temporary is removed and ``path`` is untouched.
     A SIGKILLed body cannot clean up, but it leaves only a hidden ``.<stem>.tmp-*``
     sibling, never a partial ``path``. The temporary keeps ``path``'s extension.
+
+    ``sidecar``: a JSON-ready provenance record published with the output. A folder gets
+    it as ``provenance.json`` inside the temporary; a file gets ``<path>.provenance.json``
+    (the record plus the file's ``sha256``), written atomically after the body succeeded
+    and *before* the file is renamed onto ``path``. A kill in between leaves a new
+    sidecar beside the old (or no) file; the ``sha256`` tells which content it describes.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -79,10 +100,33 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         if not tmp.exists() and not tmp.is_symlink():
             raise FileNotFoundError(f"atomic_output({target}): the body did not create {tmp}")
+        if sidecar is not None:
+            _write_sidecar(tmp, target, sidecar)
         _replace(tmp, target)
     except BaseException:
         _remove(tmp)
         raise
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """Where a file output's provenance sidecar lives: ``<path>.provenance.json``."""
+    p = Path(path)
+    return p.with_name(p.name + SIDECAR_SUFFIX)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_sidecar(tmp: Path, target: Path, record: Mapping[str, Any]) -> None:
+    if tmp.is_dir():
+        _dump_json(dict(record), tmp / DIR_SIDECAR)  # published by the folder's own rename
+    else:
+        write_json({**record, "sha256": file_sha256(tmp)}, sidecar_path(target))
 
 
 def _sibling_name(name: str, tag: str) -> str:
@@ -119,13 +163,16 @@ def _remove(p: Path) -> None:
             p.unlink()
 
 
-def write_jsonl(records: Iterable[Any], path: str | os.PathLike[str]) -> int:
+def write_jsonl(
+    records: Iterable[Any], path: str | os.PathLike[str], *, sidecar: Mapping[str, Any] | None = None
+) -> int:
     """Write one JSON value per line, atomically; gzip when ``path`` ends in ``.gz``.
 
     Non-ASCII text is kept as UTF-8 (readable diffs). The gzip header carries no name
     and ``mtime=0``, so equal records give equal bytes. Returns the number of lines.
+    ``sidecar``: see :func:`atomic_output`.
     """
-    with atomic_output(path) as tmp, open(tmp, "wb") as raw:
+    with atomic_output(path, sidecar=sidecar) as tmp, open(tmp, "wb") as raw:
         if str(path).endswith(".gz"):
             with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
                 return _dump_lines(records, gz)
@@ -184,9 +231,17 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[Any]:
         yield value
 
 
-def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
-    """Write JSON atomically with sorted keys and indent 2, so equal objects give equal bytes."""
-    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+def write_json(obj: Any, path: str | os.PathLike[str], *, sidecar: Mapping[str, Any] | None = None) -> None:
+    """Write JSON atomically with sorted keys and indent 2, so equal objects give equal bytes.
+
+    ``sidecar``: see :func:`atomic_output`.
+    """
+    with atomic_output(path, sidecar=sidecar) as tmp:
+        _dump_json(obj, tmp)
+
+
+def _dump_json(obj: Any, path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, sort_keys=True, indent=2, ensure_ascii=False)
         f.write("\n")
 

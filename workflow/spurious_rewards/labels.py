@@ -85,9 +85,11 @@ def label_majority(
             f"{data_path}: the base model's majority answer is right on every problem, "
             "so the incorrect-label set would be empty; use more problems"
         )
-    io.write_jsonl(sample_rows, out_samples)
-    io.write_jsonl(mv_rows, out_majority)
-    io.write_jsonl(wrong_rows, out_incorrect)
+    # each output carries <file>.provenance.json, published before the file itself
+    prov = provenance.record(spec, spec["seed"])
+    io.write_jsonl(sample_rows, out_samples, sidecar=prov)
+    io.write_jsonl(mv_rows, out_majority, sidecar=prov)
+    io.write_jsonl(wrong_rows, out_incorrect, sidecar=prov)
     stats = {
         "problems": len(records),
         "samples_per_problem": n,
@@ -95,7 +97,7 @@ def label_majority(
         "majority_accuracy": sum(maj_correct) / len(records),
         "empty_majority": sum(1 for m in majorities if not m),
         "incorrect_problems": len(wrong_rows),
-        "provenance": provenance.provenance(provenance.spec_hash(spec), spec["seed"]),
+        "provenance": prov,
     }
     log.info("labels for %s: %s", model["name"], stats)
     return stats

@@ -4,16 +4,27 @@ Added to every summary the pipeline writes (evaluation ``summary.json``, a run's
 ``checkpoints/index.json``, the majority-vote labelling stats) so a number can be
 traced to the code and the randomness that produced it. Deliberately host-free:
 no hostname, user name, path or time, so equal runs give equal provenance.
+
+Result files that cannot hold it themselves (JSONL data, label sets, samples,
+metrics) carry it in a *sidecar*: ``<file>.provenance.json`` beside a file,
+``provenance.json`` inside a folder (:func:`write_sidecar`, or
+``io.atomic_output(path, sidecar=record(spec, seed))`` /
+``io.write_jsonl(..., sidecar=...)``, which publish it before the file itself).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-__all__ = ["PACKAGES", "git_commit", "package_versions", "provenance"]
+from . import io
+
+__all__ = ["PACKAGES", "git_commit", "package_versions", "provenance", "read_sidecar", "record", "spec_hash",
+           "write_sidecar"]
 
 #: Distributions whose versions change numbers (None when not installed).
 PACKAGES = ("torch", "transformers", "trl", "math-verify", "datasets", "snakemake")
@@ -62,3 +73,44 @@ def spec_hash(spec: object) -> str:
 
     text = json.dumps(spec, sort_keys=True, default=str, ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def record(spec_or_hash: object, seed: int | None) -> dict:
+    """:func:`provenance` for a job: ``spec_or_hash`` is its resolved spec (hashed with
+    :func:`spec_hash`), an already computed hash (a ``str``), or None."""
+    if spec_or_hash is None or isinstance(spec_or_hash, str):
+        return provenance(spec_or_hash, seed)
+    return provenance(spec_hash(spec_or_hash), seed)
+
+
+def write_sidecar(path: str | os.PathLike[str], spec_or_hash: object, seed: int | None, *,
+                  sha256: str | None = None) -> Path:
+    """Write the provenance of the output at ``path``; returns where it went.
+
+    * ``path`` an existing **folder** (e.g. the temporary yielded by ``io.atomic_output``
+      for a folder output): ``<path>/provenance.json``, published with the folder by its
+      atomic rename. Call it inside the ``with`` block, after creating the folder.
+    * otherwise (a **file** output; pass the *final* path, not a temporary):
+      ``<path>.provenance.json``, written atomically. Call it before the file is renamed
+      into place; ``sha256`` (optional) records which content it describes.
+
+    ``spec_or_hash``/``seed``: as for :func:`record`.
+    """
+    rec = record(spec_or_hash, seed)
+    p = Path(path)
+    if p.is_dir():
+        out = p / io.DIR_SIDECAR
+        io.write_json(rec, out)
+        return out
+    if sha256 is not None:
+        rec["sha256"] = sha256
+    out = io.sidecar_path(p)
+    io.write_json(rec, out)
+    return out
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The provenance record of a file or folder output, or None when it has none."""
+    p = Path(path)
+    side = p / io.DIR_SIDECAR if p.is_dir() else io.sidecar_path(p)
+    return io.read_json(side) if side.exists() else None

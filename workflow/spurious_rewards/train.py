@@ -85,6 +85,7 @@ def publish(spec: dict, state_dir: Path, out_checkpoints: Path, out_metrics: Pat
     rows = [json.loads(line) for line in (state_dir / "metrics.jsonl").read_text().splitlines() if line]
     if not rows or rows[-1]["step"] != spec["grpo"]["steps"]:
         raise RuntimeError(f"{state_dir}/metrics.jsonl: expected {spec['grpo']['steps']} steps, found {len(rows)}")
+    prov = provenance.record(spec, spec["seed"])
     with io.atomic_output(out_checkpoints) as tmp:
         Path(tmp).mkdir(parents=True)
         for s in steps:
@@ -92,10 +93,11 @@ def publish(spec: dict, state_dir: Path, out_checkpoints: Path, out_metrics: Pat
         # `final` is the last checkpoint, hard-linked (no second copy of the weights;
         # DVC does not track symlinks to folders)
         shutil.copytree(Path(tmp) / f"step_{steps[-1]}", Path(tmp) / "final", copy_function=os.link)
-        io.write_json({"run": spec["run"], "steps": steps, "final": steps[-1],
-                       "provenance": provenance.provenance(provenance.spec_hash(spec), spec["seed"])},
+        # index.json is the folder's provenance record (no separate provenance.json)
+        io.write_json({"run": spec["run"], "steps": steps, "final": steps[-1], "provenance": prov},
                       Path(tmp) / "index.json")
-    io.write_jsonl(rows, out_metrics)
+    # metrics.jsonl.provenance.json is published before metrics.jsonl itself
+    io.write_jsonl(rows, out_metrics, sidecar=prov)
 
 
 def _read_records(path: Path) -> list[dict]:
