@@ -136,11 +136,16 @@ def test_report_bundles_figures_with_captions(report):
         "code_frequency_vs_step.png",
         "clip_ablation.png",
         "transitions.png",
+        "audit_contamination.png",
+        "audit_baselines.png",
+        "audit_clip_probe.png",
     }
     for path, entry in figures.items():
         assert entry["caption"].strip(), f"{path} has no caption"
         assert entry["data_uri"].startswith("data:image/png")
     assert "results/summary.md" in results
+    # the verdict table is a report item of its own
+    assert results["results/aggregate/verdict.csv"]["caption"].strip()
 
 
 def test_report_renders_in_a_headless_browser(report, tmp_path):
@@ -157,7 +162,7 @@ def test_report_renders_in_a_headless_browser(report, tmp_path):
     assert check["app"], "the report's React app did not start"
     assert len(check["figures"]) >= 4 and sorted(check["decoded"]) == sorted(check["figures"]), check
     assert check["broken"] == []
-    assert {"Figures", "Summary"} <= set(check["categories"])
+    assert {"Figures", "Summary", "Audit"} <= set(check["categories"])
     assert check["shown"] and check["shown"]["width"] > 100 and check["shown"]["height"] > 100, check["shown"]
     # the menu lists the figures, as the screenshot shows
     assert "accuracy_vs_step.png" in check["text"], check["text"][:2000]

@@ -430,7 +430,9 @@ def markdown(cfg: dict, verdicts: pd.DataFrame, baselines: pd.DataFrame, contami
     md += ["### Clipping-bias probe", "",
            f"{cp['draws']} independent rollout batches from the frozen base model with Bernoulli({cp['reward_p']}) "
            "rewards; each variant takes one training step from the same batch. Mean change (pp) over draws, "
-           f"{level} CI; `clip - no_clip` is the paired difference per draw, the bias itself. Under the paper's "
+           f"{level} CI over draws ({cp['eval_problems']} fixed problems x {cp['eval_samples']} samples with a fixed "
+           "sampling seed, so the CI covers the rollout randomness, not the choice of problems); "
+           "`clip - no_clip` is the paired difference per draw, the bias itself. Under the paper's "
            "mechanism clipping pushes P(dominant style) up (a positive `clip - no_clip`); with one update per "
            "rollout the ratio is 1 and clip equals no-clip exactly.", ""]
     rows = []
