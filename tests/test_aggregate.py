@@ -7,6 +7,7 @@ Summaries are computed from the sample files with evaluate.summarize, as the pip
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -17,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from spurious_rewards import aggregate, classify, clip_probe, evaluate, io, stats
+from spurious_rewards import aggregate, classify, clip_probe, evaluate, io, provenance, stats
 from spurious_rewards import config as cfgmod
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,6 +144,13 @@ def test_all_outputs_are_written(study) -> None:
         assert p.is_file() and p.stat().st_size > 0, p
     # atomic writes leave no temporaries behind
     assert not [p for p in root.rglob(".*tmp-*")]
+    # each records what produced it (and which bytes it describes)
+    cfg = study[0]
+    for p in paths.values():
+        rec = provenance.read_sidecar(p)
+        assert rec["config_hash"] == cfgmod.config_hash(cfg) and rec["seed"] == 0, p
+        assert rec["git_commit"] and rec["packages"]["torch"] and rec["packages"]["math-verify"], p
+        assert rec["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest(), p
 
 
 def test_tidy_metrics_table(study) -> None:

@@ -304,3 +304,37 @@ def test_grpo_loss_matches_its_definition():
     assert frac == pytest.approx(1 / 5)
     adv_g = clip_probe.group_advantages(torch.tensor([1.0, 0.0, 1.0, 1.0]), 2)
     assert torch.allclose(adv_g, torch.tensor([0.7071, -0.7071, 0.0, 0.0]), atol=1e-3)
+
+
+def test_every_audit_and_evaluation_output_has_provenance(tmp_path):
+    """Config (spec) hash, git commit, package versions and seed in every file the audit and evaluation write."""
+    from spurious_rewards import provenance
+
+    bench, train = _bench_file(tmp_path, 3), _bench_file(tmp_path, 6, 4)
+    model = {"name": "toy", "path": str(ORGANISM), "template": "chat"}
+    ev = {"engine": "hf", "batch_size": 8, "seed": 5, "threads": 1, "grading_workers": 1, "max_new_tokens": 8}
+    b = {"samples": 1, "temperature": 0.0, "top_p": 1.0, "pass_at": [1], "data": str(bench)}
+    spec = {"model": model, "benchmarks": {"arith": b}, "evaluation": ev}
+    evaluate.evaluate(spec, model_dir=str(ORGANISM), out_summary=tmp_path / "e.json", out_samples=tmp_path / "es")
+    bspec = {**spec, "baselines": {"templates": ["plain"], "shots": 1, "seed": 0, "shots_data": str(train)}}
+    evaluate.evaluate_baselines(bspec, model_dir=str(ORGANISM), out_summary=tmp_path / "b.json",
+                                out_samples=tmp_path / "bs")
+    cspec = {**_contamination_spec(bench), "model": model, "evaluation": ev}
+    contamination.audit(cspec, model_dir=str(ORGANISM), out_summary=tmp_path / "c.json", out_samples=tmp_path / "cs")
+    pspec = _probe_spec(tmp_path, {"one_update": {"clip": True, "one_update": True}})
+    pspec["probe"]["draws"] = 2
+    clip_probe.probe(pspec, model_dir=ORGANISM, out=tmp_path / "p.json")
+    records = {
+        "eval summary": (io.read_json(tmp_path / "e.json")["provenance"], spec, 5),
+        "eval samples": (provenance.read_sidecar(tmp_path / "es"), spec, 5),
+        "baselines summary": (io.read_json(tmp_path / "b.json")["provenance"], bspec, 5),
+        "baselines samples": (provenance.read_sidecar(tmp_path / "bs"), bspec, 5),
+        "contamination summary": (io.read_json(tmp_path / "c.json")["provenance"], cspec, 5),
+        "contamination samples": (provenance.read_sidecar(tmp_path / "cs"), cspec, 5),
+        "clip probe": (io.read_json(tmp_path / "p.json")["provenance"], pspec, 0),
+    }
+    for what, (rec, sp, seed) in records.items():
+        assert rec is not None, what
+        assert rec["config_hash"] == provenance.spec_hash(sp), what
+        assert rec["seed"] == seed, what
+        assert rec["git_commit"] and rec["packages"]["torch"] and rec["packages"]["transformers"], what

@@ -44,6 +44,7 @@ and figures show percent (gains in percentage points), as does
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import math
@@ -62,7 +63,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import audit, classify, io, stats
+from . import audit, classify, io, provenance, stats
 from . import config as cfgmod
 
 log = logging.getLogger(__name__)
@@ -1039,5 +1040,11 @@ def aggregate(
     write_summary(ix, trans, config, paths, n_boot=n_boot, seed=seed, alpha=alpha, paper=paper, found=found,
                   audit_md=audit_md)
     write_dvc_files(ix, config, paths)
+    # every table, figure and the summary records what produced it (the config hash
+    # stands in for the config; summary.md also lists it). Written last: a kill before
+    # this point leaves the rule incomplete, and Snakemake reruns it.
+    chash = cfgmod.config_hash(config)
+    for p in paths.values():
+        provenance.write_sidecar(p, chash, seed, sha256=hashlib.sha256(p.read_bytes()).hexdigest())
     log.info("aggregated %d/%d runs into %s", found["runs"], found["expected"], out)
     return paths

@@ -122,6 +122,7 @@ def audit(spec: dict, *, model_dir: str, out_summary: str | Path, out_samples: s
     results = []
     with io.atomic_output(out_samples) as tmp:
         Path(tmp).mkdir(parents=True)
+        provenance.write_sidecar(tmp, spec, ev["seed"])
         for name, path in spec["datasets"].items():
             t0 = time.time()
             records = data.load_records(path)

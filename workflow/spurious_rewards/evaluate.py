@@ -108,6 +108,7 @@ def evaluate(
     rows = []
     with io.atomic_output(out_samples) as samples_tmp:
         Path(samples_tmp).mkdir(parents=True)
+        provenance.write_sidecar(samples_tmp, spec, ev["seed"])
         for step, weights in _targets(model_dir, checkpoints_dir):
             engine = generation.make_engine(weights, ev["engine"], threads=ev.get("threads"),
                                             batch_size=ev["batch_size"], seed=ev["seed"])
@@ -149,6 +150,8 @@ def evaluate_baselines(spec: dict, *, model_dir: str, out_summary: str | Path, o
                                         batch_size=ev["batch_size"], seed=ev["seed"])
     rows = []
     with io.atomic_output(out_samples) as tmp:
+        Path(tmp).mkdir(parents=True)
+        provenance.write_sidecar(tmp, spec, ev["seed"])
         for template in bl["templates"]:
             (Path(tmp) / template).mkdir(parents=True)
             for name, (bench, records) in benches.items():
