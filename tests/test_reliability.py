@@ -8,6 +8,7 @@ runs on CPU in well under two minutes.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shlex
@@ -185,8 +186,9 @@ def _aggregate_cmd(cfg: dict, results: Path, out: Path) -> list[str]:
 
 
 def _visible_files(d: Path) -> set[Path]:
-    """Files under ``d`` relative to it, leaving out atomic_output's hidden temporaries."""
-    return {p.relative_to(d) for p in d.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    """Files under ``d`` relative to it, leaving out atomic_output's hidden temporaries and provenance sidecars."""
+    return {p.relative_to(d) for p in d.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and not p.name.endswith(io.SIDECAR_SUFFIX)}
 
 
 def _kill_when(cmd: list[str], pred, what: str) -> None:
@@ -217,6 +219,7 @@ def test_sigkill_aggregate_mid_run_leaves_nothing_partial_and_rerun_matches(tmp_
     assert _visible_files(out) == set(targets.values())
     for k, t in targets.items():  # tables, figures, summary.md and the DVC files, byte for byte
         assert (out / t).read_bytes() == ref[k], k
+        assert provenance.read_sidecar(out / t)["sha256"] == hashlib.sha256(ref[k]).hexdigest(), k
 
 
 def test_sigkill_aggregate_over_an_older_study_leaves_each_output_old_or_new(tmp_path, agg_study):
