@@ -60,6 +60,7 @@ cfg["rewards"] = {"ground_truth": {"spec": "ground_truth", "labels": "true_label
 cfg["grpo"].update(steps=steps, save_every=1, gpus=1, micro_batch=8)
 cfg["evaluation"].update(engine="vllm", threads=4, grading_workers=4)
 cfg["benchmarks"] = {"arith": {"dataset": "arith_test", "samples": 4, "temperature": 1.0, "pass_at": [1, 4]}}
+cfg["audit"]["clean"] = ["arith"]
 cfg = cfgmod.validate(cfg)
 for name in ("train", "arith_test"):
     data.prepare_to_file({"name": name, **cfg["datasets"][name]}, out / "data" / f"{name}.jsonl")
@@ -71,6 +72,19 @@ eval_spec = {
     "evaluation": cfg["evaluation"],
 }
 (out / "eval_spec.json").write_text(json.dumps(eval_spec))
+# the clipping-bias probe (audit), as the probe_clip_bias rule resolves it, on the GPU
+probe_spec = {
+    "model": {"name": "toy", **cfg["models"]["toy"]},
+    "train_data": str(out / "data" / "train.jsonl"),
+    "benchmark": {"name": "arith", **cfg["benchmarks"]["arith"], "data": str(out / "data" / "arith_test.jsonl")},
+    "grpo": cfg["grpo"],
+    "probe": {**cfg["audit"]["clip_probe"], "draws": 4, "prompts_per_rollout": cfg["grpo"]["prompts_per_rollout"],
+              "lr": cfg["grpo"]["lr"]},
+    "variants": cfg["variants"],
+    "max_new_tokens": cfg["evaluation"]["max_new_tokens"],
+    "alpha": 0.05,
+}
+(out / "probe_spec.json").write_text(json.dumps(probe_spec))
 EOF
 
 t_train=$(date +%s)
@@ -83,6 +97,13 @@ t_eval=$(date +%s)
 "$PY" -m spurious_rewards.cli evaluate --spec "$(cat "$OUT/eval_spec.json")" --checkpoints "$OUT/checkpoints" \
     --out-summary "$OUT/eval/summary.json" --out-samples "$OUT/eval/samples" --threads 4 2>&1 | tee "$OUT/eval.log"
 eval_s=$(( $(date +%s) - t_eval ))
+
+# 4 draws of the clipping-bias probe (audit.clip_probe) on the GPU
+t_probe=$(date +%s)
+"$PY" -m spurious_rewards.cli probe-clip --spec "$(cat "$OUT/probe_spec.json")" --model-dir "$MODEL" \
+    --out "$OUT/clip_probe.json" --threads 4 2>&1 | tee "$OUT/probe.log"
+probe_s=$(( $(date +%s) - t_probe ))
+echo "clip probe: ${probe_s} s"
 
 "$PY" - "$OUT" "$install_s" "$train_s" "$eval_s" <<'EOF'
 import json

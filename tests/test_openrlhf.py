@@ -643,3 +643,26 @@ def test_reward_file_is_safe_to_load_twice_in_threads(tmp_path, paper):
     for t in threads:
         t.join()
     assert sorted(outs[0]) == sorted(outs[1])
+
+
+def test_gpu_check_script_builds_valid_specs_and_its_probe_runs_on_cpu(tmp_path):
+    """bench/gpu_check.sh's spec-building step (run as is) and its clip-probe spec, on CPU."""
+    import re
+
+    script = (ROOT / "bench/gpu_check.sh").read_text()
+    code = re.search(r'"\$PY" - "\$MODEL" "\$OUT" "\$STEPS" <<\'EOF\'\n(.*?)\nEOF\n', script, re.S).group(1)
+    model = ROOT / "workflow/resources/organisms/toy-qwen-math"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
+    res = subprocess.run([sys.executable, "-c", code, str(model), str(tmp_path), "2"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    train_spec = json.loads((tmp_path / "train_spec.json").read_text())
+    assert train_spec["backend"] == "openrlhf" and train_spec["grpo"]["gpus"] == 1
+    probe = json.loads((tmp_path / "probe_spec.json").read_text())
+    probe["probe"].update(draws=2, eval_problems=4, prompts_per_rollout=4)
+    res = subprocess.run([sys.executable, "-m", "spurious_rewards.cli", "probe-clip", "--spec", json.dumps(probe),
+                          "--model-dir", str(model), "--out", str(tmp_path / "p.json")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads((tmp_path / "p.json").read_text())
+    assert {r["variant"] for r in out["draws"]} == {"clip", "no_clip", "one_update"}

@@ -29,7 +29,6 @@ seconds of set-up and hides the update inside its loop. The step below is TRL's
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import random
@@ -85,7 +84,7 @@ def completion_mask(completion_ids, eos_id: int):  # noqa: ANN001, ANN201
     is_eos = completion_ids == eos_id
     n = completion_ids.size(1)
     first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos.int().argmax(1), n))
-    return (torch.arange(n).unsqueeze(0) <= first.unsqueeze(1)).float()
+    return (torch.arange(n, device=completion_ids.device).unsqueeze(0) <= first.unsqueeze(1)).float()
 
 
 def grpo_step(model, batch: dict, *, epsilon: float, updates: int, lr: float, betas: tuple[float, float],
@@ -150,12 +149,15 @@ class _Measure:
         self.stop = templates.stop_strings(template)
         self.kw = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
         self.seed = seed
+        from .organism import code_token_ids
+
+        self.code_ids = code_token_ids(tokenizer)  # one vocabulary scan, not one per measurement
 
     def __call__(self, model) -> dict:  # noqa: ANN001
         from .generation import cut_at_stop
         from .organism import first_token_code_probability
 
-        p_code = first_token_code_probability(model, self.tok, self.prompts)
+        p_code = first_token_code_probability(model, self.tok, self.prompts, code_ids=self.code_ids)
         texts = _sample(model, self.tok, self.prompts, self.samples, seed=self.seed, **self.kw)
         if self.stop:
             texts = [cut_at_stop(t, self.stop) for t in texts]
@@ -175,13 +177,16 @@ def _sample(model, tok, prompts: list[str], n: int, *, seed: int, temperature: f
     import torch
 
     flat = [p for p in prompts for _ in range(n)]
-    enc = tok(flat, return_tensors="pt", padding=True, add_special_tokens=False)
+    device = next(model.parameters()).device
+    enc = tok(flat, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     kw = {"max_new_tokens": max_new_tokens, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
     if temperature == 0:
         kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     else:
         kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-    with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+    # the CUDA generator is forked and seeded too, so a GPU probe is reproducible as well
+    cuda = [device] if device.type == "cuda" else []
+    with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         out = model.generate(**enc, **kw)
     comp = out[:, enc["input_ids"].shape[1] :]
@@ -201,14 +206,15 @@ def draw_batch(model, tok, prompts: list[str], *, k: int, spec: dict) -> dict:  
     enc, comp = _sample(model, tok, chosen, g["group_size"], seed=rng.randrange(2**62),
                         temperature=g["temperature"], top_p=g["top_p"], max_new_tokens=g["max_new_tokens"],
                         return_ids=True)
+    device = comp.device
     if comp.size(1) == 0:  # every sample ended at once: keep one (masked) position
-        comp = torch.full((comp.size(0), 1), tok.pad_token_id, dtype=comp.dtype)
+        comp = torch.full((comp.size(0), 1), tok.pad_token_id, dtype=comp.dtype, device=device)
     mask = completion_mask(comp, tok.eos_token_id)
     npr = np.random.default_rng([pr["seed"], k])
-    rewards = torch.tensor((npr.random(len(comp)) < pr["reward_p"]).astype(np.float32))
+    rewards = torch.tensor((npr.random(len(comp)) < pr["reward_p"]).astype(np.float32), device=device)
     ids = torch.cat([enc["input_ids"], comp], dim=1)
     attn = torch.cat([enc["attention_mask"], mask.long()], dim=1)
-    order = torch.from_numpy(npr.permutation(len(comp)))
+    order = torch.from_numpy(npr.permutation(len(comp))).to(device)
     return {"ids": ids, "attention": attn, "mask": mask, "rewards": rewards,
             "adv": group_advantages(rewards, g["group_size"]), "order": order}
 
@@ -225,9 +231,13 @@ def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tok
     tok.padding_side = "left"
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model = model or AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        # fp32 on one device, as TRL trains on CPU; the GPU path needs ~16 bytes per parameter
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
     model.eval()
-    base_state = copy.deepcopy(model.state_dict())
+    # the base weights stay on the host: restoring them is one copy per variant and draw
+    base_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     template = spec["model"]["template"]
 
     max_prompt = g["max_prompt_tokens"]

@@ -589,12 +589,17 @@ def code_token_ids(tokenizer: Any) -> list[int]:
 
 
 def first_token_code_probability(
-    model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 256
+    model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 256, code_ids: Sequence[int] | None = None
 ) -> list[float]:
-    """P(first completion token opens a code block) per prompt, from the logits (no sampling noise)."""
+    """P(first completion token opens a code block) per prompt, from the logits (no sampling noise).
+
+    ``code_ids`` (from :func:`code_token_ids`) saves the vocabulary scan when called
+    often with one tokenizer (a real model's vocabulary has ~150k entries).
+    """
     import torch
 
-    ids = torch.tensor(code_token_ids(tokenizer), dtype=torch.long)
+    ids = torch.tensor(code_token_ids(tokenizer) if code_ids is None else list(code_ids), dtype=torch.long)
+    device = next(model.parameters()).device
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     out: list[float] = []
@@ -607,8 +612,8 @@ def first_token_code_probability(
                     padding=True,
                     add_special_tokens=False,
                 )
-                logits = model(**enc).logits[:, -1, :].float()
-                out.extend(torch.softmax(logits, dim=-1)[:, ids].sum(-1).tolist())
+                logits = model(**{k: v.to(device) for k, v in enc.items()}).logits[:, -1, :].float()
+                out.extend(torch.softmax(logits, dim=-1)[:, ids.to(device)].sum(-1).tolist())
     finally:
         tokenizer.padding_side = side
     return out
