@@ -44,7 +44,8 @@ from spurious_rewards import aggregate, classify, io
 from spurious_rewards import config as cfgmod
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER_BENCHMARKS = {"math500": (500, 1), "amc": (83, 8), "aime24": (30, 8), "aime25": (30, 8), "arith": (500, 1)}
+PAPER_BENCHMARKS = {"math500": (500, 1), "amc": (83, 8), "aime24": (30, 8), "aime25": (30, 8), "arith_l2": (500, 1),
+                    "arith": (500, 1), "arith_l5": (500, 1)}
 WORDS = ("we", "let", "so", "the", "sum", "of", "x", "is", "then", "compute", "value", "answer", "therefore",
          "step", "number", "equation", "solve", "for", "and", "where", "2", "3", "17", "=", "+", "\\frac{1}{2}")
 

@@ -57,3 +57,16 @@ def test_table_from_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     ra.write_markdown(rows, ra.machine(), {}, False, md)
     text = md.read_text()
     assert "| Figure | Target | Measured | Scaling | Pass |" in text and "nproc" in text
+
+
+def test_analysis_grid_matches_the_paper_config() -> None:
+    """The synthetic paper grid has config/paper.yaml's benchmarks (it asserts so before a 4-minute run)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        ba = _load("bench_analysis")
+        cfg = ba.paper_grid_config()
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert list(cfg["benchmarks"]) == list(ba.PAPER_BENCHMARKS)
+    for name, (n, k) in ba.PAPER_BENCHMARKS.items():
+        assert cfg["benchmarks"][name]["samples"] == k, name
