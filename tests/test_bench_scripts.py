@@ -68,5 +68,5 @@ def test_analysis_grid_matches_the_paper_config() -> None:
     finally:
         sys.path.remove(str(ROOT / "bench"))
     assert list(cfg["benchmarks"]) == list(ba.PAPER_BENCHMARKS)
-    for name, (n, k) in ba.PAPER_BENCHMARKS.items():
+    for name, (_n, k) in ba.PAPER_BENCHMARKS.items():
         assert cfg["benchmarks"][name]["samples"] == k, name
