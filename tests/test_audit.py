@@ -338,3 +338,22 @@ def test_every_audit_and_evaluation_output_has_provenance(tmp_path):
         assert rec["config_hash"] == provenance.spec_hash(sp), what
         assert rec["seed"] == seed, what
         assert rec["git_commit"] and rec["packages"]["torch"] and rec["packages"]["transformers"], what
+
+
+def test_contamination_scoring_survives_the_hostile_corpus():
+    """10,000 hostile continuations (MB-long, NULs, surrogates, nesting, injections): bool / [0, 1], never raises."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        from hostile_corpus import hostile_corpus
+    finally:
+        sys.path.pop(0)
+    corpus = hostile_corpus()
+    rest = " 12+30 and \\frac{1}{2}?"
+    for text in corpus:
+        r = contamination.score_continuation(rest, text)
+        assert isinstance(r["exact"], bool) and 0.0 <= r["rouge_l"] <= 1.0
+        prefix, remainder = contamination.split_problem(text, 0.6) if len(text) > 1 else (text, "")
+        assert prefix + remainder == text
+        # a hostile *problem* is scored too (its rest against itself is a perfect copy)
+        if remainder.strip():
+            assert contamination.score_continuation(remainder, remainder)["exact"]

@@ -31,6 +31,9 @@ from . import data, generation, grading, io, provenance, stats
 log = logging.getLogger(__name__)
 
 _WS = re.compile(r"\s+")
+#: ROUGE-L compares at most this many tokens of the rest: its LCS table is quadratic, and no
+#: benchmark problem's rest is near this long (a hostile megabyte "problem" would need ~10^11 cells).
+MAX_ROUGE_TOKENS = 1000
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
@@ -78,13 +81,13 @@ def _rouge():
 def score_continuation(remainder: str, continuation: str) -> dict:
     """Exact match and ROUGE-L of ``continuation`` against the hidden ``remainder``.
 
-    ROUGE-L compares the remainder with the continuation cut to the remainder's
-    token count, so a model that goes on to solve the problem is not penalized
-    for the solution that follows.
+    ROUGE-L compares the remainder (its first :data:`MAX_ROUGE_TOKENS` tokens) with
+    the continuation cut to the same token count, so a model that goes on to solve
+    the problem is not penalized for the solution that follows.
     """
     rem, cont = normalize(remainder), normalize(continuation)
     exact = bool(rem) and cont.startswith(rem)
-    rem_tokens = _MathTokenizer().tokenize(rem)
+    rem_tokens = _MathTokenizer().tokenize(rem)[:MAX_ROUGE_TOKENS]
     if not rem_tokens:
         return {"exact": exact, "rouge_l": 1.0 if exact else 0.0}
     head_tokens = _MathTokenizer().tokenize(cont)[: len(rem_tokens)]
