@@ -75,6 +75,9 @@ def read_baselines(cfg: dict, res: Path, base_tables: dict[str, dict[str, pd.Dat
     accuracies are aligned to the base evaluation's problems for paired gains.
     Picking the maximum of several noisy accuracies favours the baseline slightly:
     the conservative direction for a claimed gain.
+
+    ``read_sample_dir`` and ``accuracy`` are :mod:`aggregate`'s readers, passed in
+    (aggregate imports this module), so baselines are read exactly like base samples.
     """
     rows: list[dict] = []
     best: dict[str, dict[str, tuple[str, np.ndarray]]] = {}
