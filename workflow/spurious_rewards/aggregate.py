@@ -479,8 +479,7 @@ def _start_sample_pass(cfg: dict, res: Path, n_boot: int, seed: int, alpha: floa
     for model, accs in base_acc.items():
         keys = {"model": model, "family": _family(cfg, model), "reward": BASE, "variant": BASE}
         ci_rows += [r for r in _cell_ci(keys, accs, {}, n_boot, seed, alpha) if r["metric"] == "accuracy"]
-    baselines, best = audit.read_baselines(cfg, res, base, read_sample_dir=read_sample_dir, accuracy=_accuracy,
-                                           n_boot=n_boot, seed=seed, alpha=alpha)
+    baselines, best = audit.read_baselines(cfg, res, base, n_boot=n_boot, seed=seed, alpha=alpha)
     audit_ctx = (cfgmod.verdict_benchmark(cfg), list(cfg["audit"]["clean"]))
     runs = [r for r in cfgmod.runs(cfg) if base[r.model]]
     cell_of = lambda run: (run.model, run.reward, run.variant)  # noqa: E731
@@ -1026,7 +1025,7 @@ def aggregate(
     audit.plot_baselines(baselines, config, paths["fig_baselines"])
     audit.plot_clip_probe(probe, config, paths["fig_clip_probe"])
     audit_md = audit.markdown(config, verdicts, baselines, contamination, probe, paths, paths["summary"].parent,
-                              main_variant=main_variant, alpha=alpha)
+                              alpha=alpha)
 
     paper = None
     if config.get("study") == "paper" and paper_numbers is not None and Path(paper_numbers).exists():

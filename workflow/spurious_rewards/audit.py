@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import aggregate, io, stats
 from . import config as cfgmod
-from . import io, stats
 
+# `aggregate` imports this module too: its names are used only at call time, so the cycle is safe.
 log = logging.getLogger(__name__)
 
 VERDICT_COLUMNS = [
@@ -66,7 +67,7 @@ def is_clean_dataset(cfg: dict, dataset: str) -> bool:
 
 
 def read_baselines(cfg: dict, res: Path, base_tables: dict[str, dict[str, pd.DataFrame]], *,
-                   read_sample_dir, accuracy, n_boot: int, seed: int, alpha: float,  # noqa: ANN001
+                   n_boot: int, seed: int, alpha: float,
                    ) -> tuple[pd.DataFrame, dict[str, dict[str, tuple[str, np.ndarray]]]]:
     """Every (model, benchmark, template) accuracy with a CI, and the best baseline per (model, benchmark).
 
@@ -74,10 +75,8 @@ def read_baselines(cfg: dict, res: Path, base_tables: dict[str, dict[str, pd.Dat
     evaluation (so it is never worse than the paper's baseline); its per-problem
     accuracies are aligned to the base evaluation's problems for paired gains.
     Picking the maximum of several noisy accuracies favours the baseline slightly:
-    the conservative direction for a claimed gain.
-
-    ``read_sample_dir`` and ``accuracy`` are :mod:`aggregate`'s readers, passed in
-    (aggregate imports this module), so baselines are read exactly like base samples.
+    the conservative direction for a claimed gain. Baseline samples are read with
+    the aggregation's own readers, exactly like the base model's.
     """
     rows: list[dict] = []
     best: dict[str, dict[str, tuple[str, np.ndarray]]] = {}
@@ -87,7 +86,7 @@ def read_baselines(cfg: dict, res: Path, base_tables: dict[str, dict[str, pd.Dat
         paper_template = cfg["models"][model]["template"]
         tables = base_tables.get(model, {})
         for bench, btab in tables.items():
-            base_acc = accuracy(btab, btab.index)
+            base_acc = aggregate._accuracy(btab, btab.index)
             candidates = {PAPER: base_acc}
             for r in doc["results"]:
                 if r["benchmark"] != bench:
@@ -97,10 +96,10 @@ def read_baselines(cfg: dict, res: Path, base_tables: dict[str, dict[str, pd.Dat
                     rows.append({"model": model, "benchmark": bench, "template": t, "available": False,
                                  "paper_template": t == paper_template})
                     continue
-                tabs = read_sample_dir(res / "audit" / "baselines" / model / "samples" / t, [bench])
+                tabs = aggregate.read_sample_dir(res / "audit" / "baselines" / model / "samples" / t, [bench])
                 if (0, bench) not in tabs:
                     continue
-                candidates[t] = accuracy(tabs[(0, bench)], btab.index)
+                candidates[t] = aggregate._accuracy(tabs[(0, bench)], btab.index)
                 ci = stats.mean_ci(candidates[t][~np.isnan(candidates[t])], n_boot, seed, alpha)
                 rows.append({"model": model, "benchmark": bench, "template": t, "available": True,
                              "accuracy": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,
@@ -214,29 +213,11 @@ def read_clip_probe(cfg: dict, res: Path) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- figures
 
 
-def _save(fig, path: Path) -> None:  # noqa: ANN001
-    import matplotlib.pyplot as plt
-
-    with io.atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _panels(n: int, title: str):  # noqa: ANN202
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = max(n, 1)
-    ncols = min(n, 3)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False)
-    fig.suptitle(title, fontsize=11)
-    flat = list(axes.flat)
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat
+def _panels(n: int, title: str, ncols: int = 3, panel: tuple[float, float] = (4.6, 3.4)) -> tuple:
+    """aggregate's Figure with ``n`` panels (at least one, for the "no results" note) and a title."""
+    fig, axes = aggregate._figure(max(n, 1), ncols, panel)
+    fig.suptitle(title, fontsize=10)
+    return fig, axes
 
 
 def _bars(ax, labels: list[str], means: list[float], lows: list[float], highs: list[float],  # noqa: ANN001
@@ -276,7 +257,7 @@ def plot_contamination(df: pd.DataFrame, cfg: dict, path: Path) -> None:
         axes[0].set_axis_off()
     else:
         axes[0].legend(fontsize=7, loc="upper right")
-    _save(fig, path)
+    aggregate._save(fig, path)
 
 
 def plot_baselines(df: pd.DataFrame, cfg: dict, path: Path) -> None:
@@ -297,20 +278,15 @@ def plot_baselines(df: pd.DataFrame, cfg: dict, path: Path) -> None:
     if not cells:
         axes[0].text(0.5, 0.5, "no baseline results", ha="center", va="center")
         axes[0].set_axis_off()
-    _save(fig, path)
+    aggregate._save(fig, path)
 
 
 def plot_clip_probe(df: pd.DataFrame, cfg: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     models = [m for m in cfg["models"] if m in set(df["model"])]
     n = max(len(models), 1)
-    fig, axes = plt.subplots(2, n, figsize=(4.4 * n, 6.2), squeeze=False)
-    fig.suptitle("Clipping-bias probe: mean change after one training step from the base model "
-                 "under random rewards (pp, 95% CI over draws)", fontsize=10)
+    # two rows (ΔP(dominant), Δaccuracy) of one panel per model: row-major axes
+    fig, axes = _panels(2 * n, "Clipping-bias probe: mean change after one training step from the base model "
+                               "under random rewards (pp, 95% CI over draws)", ncols=n, panel=(4.4, 2.9))
     palette = {"clip": "#b2182b", "no_clip": "#2166ac", "one_update": "#4d9221"}
     for j, model in enumerate(models):
         sub = df[df["model"] == model]
@@ -318,7 +294,7 @@ def plot_clip_probe(df: pd.DataFrame, cfg: dict, path: Path) -> None:
         for i, (metric, label) in enumerate((("d_p_dominant", f"Δ P({style}) (pp)"),
                                              ("d_accuracy", "Δ accuracy (pp)"))):
             s = sub[sub["metric"] == metric]
-            ax = axes[i][j]
+            ax = axes[i * n + j]
             _bars(ax, list(s["variant"]), list(s["mean"]), list(s["ci_low"]), list(s["ci_high"]),
                   [palette.get(v, "#777777") for v in s["variant"]])
             ax.axhline(0, color="black", lw=0.7)
@@ -327,20 +303,17 @@ def plot_clip_probe(df: pd.DataFrame, cfg: dict, path: Path) -> None:
             if i == 0:
                 ax.set_title(model, fontsize=9)
     if not models:
-        axes[0][0].text(0.5, 0.5, "no clip-probe results", ha="center", va="center")
-        for ax in axes.flat:
+        axes[0].text(0.5, 0.5, "no clip-probe results", ha="center", va="center")
+        for ax in axes:
             ax.set_axis_off()
-    fig.tight_layout()
-    _save(fig, path)
+    aggregate._save(fig, path)
 
 
 # ----------------------------------------------------------------------------- summary.md section
 
 
 def _pp(x, signed: bool = True) -> str:  # noqa: ANN001
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{x * 100:+.1f}" if signed else f"{x * 100:.1f}"
+    return aggregate._pct(None if x is None or pd.isna(x) else float(x), signed)
 
 
 def _gain(row: pd.Series, key: str) -> str:
@@ -358,12 +331,11 @@ def _ci_cell(by: pd.DataFrame, metric: str, signed: bool = True) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return out + ["| " + " | ".join(r) + " |" for r in rows]
+    return aggregate._md_table(header, rows).splitlines()
 
 
 def markdown(cfg: dict, verdicts: pd.DataFrame, baselines: pd.DataFrame, contamination: pd.DataFrame,
-             probe: pd.DataFrame, paths: dict[str, Path], here: Path, *, main_variant, alpha: float) -> list[str]:  # noqa: ANN001
+             probe: pd.DataFrame, paths: dict[str, Path], here: Path, *, alpha: float) -> list[str]:
     """The "Is the gain real?" section of summary.md."""
     level = f"{100 * (1 - alpha):g}%"
     main = cfgmod.verdict_benchmark(cfg)
@@ -378,7 +350,7 @@ def markdown(cfg: dict, verdicts: pd.DataFrame, baselines: pd.DataFrame, contami
     rows = []
     for model in cfg["models"]:
         for reward, rspec in cfg["rewards"].items():
-            v = main_variant(rspec)
+            v = aggregate.main_variant(rspec)
             sub = verdicts[(verdicts["model"] == model) & (verdicts["reward"] == reward) & (verdicts["variant"] == v)]
             if sub.empty:
                 continue

@@ -36,11 +36,10 @@ import time
 from pathlib import Path
 
 from . import classify, data, grading, io, provenance, stats, templates
+from .train import NO_CLIP_EPSILON  # the never-binding epsilon the TRL backend trains no_clip with
 
 log = logging.getLogger(__name__)
 
-#: The same never-binding epsilon the TRL backend uses for ``no_clip``.
-NO_CLIP_EPSILON = 1e9
 
 
 def group_advantages(rewards, group_size: int):  # noqa: ANN001, ANN201
@@ -226,7 +225,6 @@ def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tok
 
     t0 = time.time()
     pr, g = spec["probe"], spec["grpo"]
-    torch.manual_seed(pr["seed"])
     tok = tokenizer or AutoTokenizer.from_pretrained(str(model_dir))
     tok.padding_side = "left"
     if tok.pad_token_id is None:

@@ -134,8 +134,7 @@ def few_shot_examples(path: str | Path, shots: int, seed: int) -> list[dict]:
     return random.Random(seed).sample(records, shots)
 
 
-def evaluate_baselines(spec: dict, *, model_dir: str, out_summary: str | Path, out_samples: str | Path,
-                       engine=None) -> dict:  # noqa: ANN001
+def evaluate_baselines(spec: dict, *, model_dir: str, out_summary: str | Path, out_samples: str | Path) -> dict:
     """The base model under every baseline template: ``samples/<template>/step0_<benchmark>.jsonl.gz``.
 
     One engine serves every template (the weights load once). A template the
@@ -145,9 +144,8 @@ def evaluate_baselines(spec: dict, *, model_dir: str, out_summary: str | Path, o
     model, ev, bl = spec["model"], spec["evaluation"], spec["baselines"]
     benches = {name: (b, data.load_records(b["data"])) for name, b in spec["benchmarks"].items()}
     examples = few_shot_examples(bl["shots_data"], bl["shots"], bl["seed"]) if "few_shot" in bl["templates"] else []
-    if engine is None:
-        engine = generation.make_engine(model_dir, ev["engine"], threads=ev.get("threads"),
-                                        batch_size=ev["batch_size"], seed=ev["seed"])
+    engine = generation.make_engine(model_dir, ev["engine"], threads=ev.get("threads"),
+                                    batch_size=ev["batch_size"], seed=ev["seed"])
     rows = []
     with io.atomic_output(out_samples) as tmp:
         Path(tmp).mkdir(parents=True)
