@@ -5,66 +5,66 @@
 # re-aggregates (cheap), and summary.md records its hash. Sample folders are read once, in parallel.
 rule aggregate_results:
     input:
-        base=[f"results/eval/{m}/base/summary.json" for m in config["models"]],
-        base_samples=[f"results/eval/{m}/base/samples" for m in config["models"]],
-        runs=[f"results/eval/{r.path}/summary.json" for r in RUNS],
-        run_samples=[f"results/eval/{r.path}/samples" for r in RUNS],
-        train=[f"results/train/{r.path}/metrics.jsonl" for r in RUNS],
-        paper_numbers="workflow/resources/paper_numbers.csv",
+        base=base_evaluations(),
+        base_samples=[paths.results(paths.EVAL_BASE_SAMPLES, model=m) for m in config["models"]],
+        runs=run_evaluations(),
+        run_samples=run_outputs(paths.EVAL_RUN_SAMPLES),
+        train=run_outputs(paths.TRAIN_METRICS),
+        paper_numbers="workflow/spurious_rewards/resources/paper_numbers.csv",
         audit=audit_outputs(),
         audit_samples=[
-            f"results/audit/baselines/{m}/samples"
+            paths.results(paths.BASELINES_SAMPLES, model=m)
             for m in config["models"]
             if config["audit"]["baselines"]["enabled"]
         ],
     output:
-        metrics="results/aggregate/metrics.csv",
-        stats="results/aggregate/summary_stats.csv",
-        transitions="results/aggregate/transitions.csv",
+        metrics=paths.results(paths.AGGREGATE["metrics"]),
+        stats=paths.results(paths.AGGREGATE["summary_stats"]),
+        transitions=paths.results(paths.AGGREGATE["transitions"]),
         fig_accuracy=report(
-            "results/figures/accuracy_vs_step.png",
+            paths.results(paths.AGGREGATE["fig_accuracy"]),
             caption="../report/accuracy_vs_step.rst",
             category="Figures",
         ),
         fig_code=report(
-            "results/figures/code_frequency_vs_step.png",
+            paths.results(paths.AGGREGATE["fig_code"]),
             caption="../report/code_frequency_vs_step.rst",
             category="Figures",
         ),
         fig_clip=report(
-            "results/figures/clip_ablation.png",
+            paths.results(paths.AGGREGATE["fig_clip"]),
             caption="../report/clip_ablation.rst",
             category="Figures",
         ),
         fig_transitions=report(
-            "results/figures/transitions.png",
+            paths.results(paths.AGGREGATE["fig_transitions"]),
             caption="../report/transitions.rst",
             category="Figures",
         ),
         fig_contamination=report(
-            "results/figures/audit_contamination.png",
+            paths.results(paths.AGGREGATE["fig_contamination"]),
             caption="../report/audit_contamination.rst",
             category="Audit",
         ),
         fig_baselines=report(
-            "results/figures/audit_baselines.png",
+            paths.results(paths.AGGREGATE["fig_baselines"]),
             caption="../report/audit_baselines.rst",
             category="Audit",
         ),
         fig_clip_probe=report(
-            "results/figures/audit_clip_probe.png",
+            paths.results(paths.AGGREGATE["fig_clip_probe"]),
             caption="../report/audit_clip_probe.rst",
             category="Audit",
         ),
         verdict=report(
-            "results/aggregate/verdict.csv", caption="../report/verdict.rst", category="Audit"
+            paths.results(paths.AGGREGATE["verdict"]), caption="../report/verdict.rst", category="Audit"
         ),
-        baselines="results/aggregate/baselines.csv",
-        contamination="results/aggregate/contamination.csv",
-        clip_probe="results/aggregate/clip_probe.csv",
-        summary=report("results/summary.md", caption="../report/summary.rst", category="Summary"),
-        dvc_metrics="results/metrics.json",
-        dvc_plot="results/plots/accuracy.csv",
+        baselines=paths.results(paths.AGGREGATE["baselines"]),
+        contamination=paths.results(paths.AGGREGATE["contamination"]),
+        clip_probe=paths.results(paths.AGGREGATE["clip_probe"]),
+        summary=report(paths.results(paths.AGGREGATE["summary"]), caption="../report/summary.rst", category="Summary"),
+        dvc_metrics=paths.results(paths.AGGREGATE["dvc_metrics"]),
+        dvc_plot=paths.results(paths.AGGREGATE["dvc_plot"]),
     log:
         "logs/aggregate_results.log",
     benchmark:

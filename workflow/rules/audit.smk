@@ -10,8 +10,8 @@ rule audit_contamination:
         model=model_input,
         datasets=contamination_files,
     output:
-        summary="results/audit/contamination/{model}/summary.json",
-        samples=directory("results/audit/contamination/{model}/samples"),
+        summary=paths.results(paths.CONTAMINATION_SUMMARY),
+        samples=directory(paths.results(paths.CONTAMINATION_SAMPLES)),
     log:
         "logs/audit_contamination/{model}.log",
     benchmark:
@@ -35,8 +35,8 @@ rule evaluate_baselines:
         model=model_input,
         benchmarks=baseline_files,
     output:
-        summary="results/audit/baselines/{model}/summary.json",
-        samples=directory("results/audit/baselines/{model}/samples"),
+        summary=paths.results(paths.BASELINES_SUMMARY),
+        samples=directory(paths.results(paths.BASELINES_SAMPLES)),
     log:
         "logs/evaluate_baselines/{model}.log",
     benchmark:
@@ -60,7 +60,7 @@ rule probe_clip_bias:
         model=model_input,
         data=probe_files,
     output:
-        "results/audit/clip_probe/{model}.json",
+        paths.results(paths.CLIP_PROBE),
     log:
         "logs/probe_clip_bias/{model}.log",
     benchmark:

@@ -2,21 +2,15 @@ import json
 import os
 import sys
 
-# The package lives in workflow/. Jobs call the `spurious` CLI: without an
-# activated environment it is found next to this Python (the venv's bin/), and
-# inside a conda env built by --use-conda (which puts its own bin/ first) the
-# repo's bin/spurious runs it from workflow/ through PYTHONPATH.
-REPO = os.path.abspath(workflow.basedir)
-sys.path.insert(0, os.path.join(REPO, "workflow"))
-_env = dict(os.environ)
-os.environ.update(
-    PYTHONPATH=os.pathsep.join(filter(None, (os.path.join(REPO, "workflow"), _env.get("PYTHONPATH")))),
-    PATH=os.pathsep.join(
-        filter(None, (os.path.dirname(sys.executable), os.path.join(REPO, "bin"), _env.get("PATH")))
-    ),
-)
+# Jobs call the `spurious` CLI of the installed package (`pip install -e .` in the venv,
+# and in every conda env by its post-deploy script). Without an activated venv it is
+# found next to the Python running Snakemake; a conda env puts its own bin/ first.
+os.environ["PATH"] = os.pathsep.join(filter(None, (os.path.dirname(sys.executable), os.environ.get("PATH"))))
+# where the envs' post-deploy scripts install the package from
+os.environ["SPURIOUS_REPO"] = os.path.abspath(workflow.basedir)
 
 from spurious_rewards import config as cfgmod
+from spurious_rewards import paths
 
 # ----- validate the config (fails before any job is planned) -----------------
 try:
@@ -86,8 +80,13 @@ def run_spec(wildcards):
     return as_json(cfgmod.run_spec(config, run))
 
 
+def data_file(dataset):
+    """A normalized dataset (rule prepare_dataset)."""
+    return paths.results(paths.DATASET, dataset=dataset)
+
+
 def benchmark_files(wildcards=None):
-    return sorted({f"results/data/{b['dataset']}.jsonl" for b in config["benchmarks"].values()})
+    return sorted({data_file(b["dataset"]) for b in config["benchmarks"].values()})
 
 
 def eval_spec(wildcards):
@@ -95,7 +94,7 @@ def eval_spec(wildcards):
         {
             "model": {"name": wildcards.model, **config["models"][wildcards.model]},
             "benchmarks": {
-                name: {**b, "data": f"results/data/{b['dataset']}.jsonl"}
+                name: {**b, "data": data_file(b["dataset"])}
                 for name, b in config["benchmarks"].items()
             },
             "evaluation": config["evaluation"],
@@ -117,10 +116,6 @@ def labelling_spec(wildcards):
 
 
 # ----- the audit (audit.smk) ---------------------------------------------------
-
-
-def data_file(dataset):
-    return f"results/data/{dataset}.jsonl"
 
 
 def contamination_files(wildcards):
@@ -197,28 +192,35 @@ def audit_outputs():
     audit = config["audit"]
     out = []
     if audit["contamination"]["enabled"]:
-        out += [f"results/audit/contamination/{m}/summary.json" for m in config["models"]]
+        out += [paths.results(paths.CONTAMINATION_SUMMARY, model=m) for m in config["models"]]
     if audit["baselines"]["enabled"]:
-        out += [f"results/audit/baselines/{m}/summary.json" for m in config["models"]]
-    out += [f"results/audit/clip_probe/{m}.json" for m in cfgmod.probe_models(config)]
+        out += [paths.results(paths.BASELINES_SUMMARY, model=m) for m in config["models"]]
+    out += [paths.results(paths.CLIP_PROBE, model=m) for m in cfgmod.probe_models(config)]
     return out
 
 
-def gpu_resources(n):
-    return {"gpu": n} if n else {}
+def base_evaluations():
+    return [paths.results(paths.EVAL_BASE_SUMMARY, model=m) for m in config["models"]]
+
+
+def run_evaluations():
+    return [paths.results(paths.EVAL_RUN_SUMMARY, **r.wildcards) for r in RUNS]
+
+
+def run_outputs(pattern):
+    """``pattern`` (a paths.* run pattern) for every run of the grid."""
+    return [paths.results(pattern, **r.wildcards) for r in RUNS]
 
 
 def get_final_outputs():
-    outputs = [f"results/eval/{m}/base/summary.json" for m in config["models"]]
-    outputs += [f"results/eval/{r.path}/summary.json" for r in RUNS]
+    outputs = base_evaluations() + run_evaluations()
     outputs += [
-        f"results/organisms/{m}/probe.json" for m, spec in config["models"].items() if spec.get("organism")
+        paths.results(paths.ORGANISM_PROBE, model=m)
+        for m, spec in config["models"].items()
+        if spec.get("organism")
     ]
     outputs += audit_outputs()
     outputs += [
-        "results/summary.md",
-        "results/aggregate/metrics.csv",
-        "results/metrics.json",
-        "results/plots/accuracy.csv",
+        paths.results(paths.AGGREGATE[k]) for k in ("summary", "metrics", "dvc_metrics", "dvc_plot")
     ]
     return outputs

@@ -4,7 +4,7 @@ rule prepare_dataset:
     input:
         dataset_local_inputs,
     output:
-        "results/data/{dataset}.jsonl",
+        paths.results(paths.DATASET),
     log:
         "logs/prepare_dataset/{dataset}.log",
     benchmark:
@@ -20,4 +20,4 @@ rule prepare_dataset:
 # Phase target: every dataset of the config.
 rule prepare_data:
     input:
-        expand("results/data/{dataset}.jsonl", dataset=config["datasets"]),
+        [data_file(d) for d in config["datasets"]],

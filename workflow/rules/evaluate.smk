@@ -4,8 +4,8 @@ rule evaluate_base:
         model=model_input,
         benchmarks=benchmark_files(),
     output:
-        summary="results/eval/{model}/base/summary.json",
-        samples=directory("results/eval/{model}/base/samples"),
+        summary=paths.results(paths.EVAL_BASE_SUMMARY),
+        samples=directory(paths.results(paths.EVAL_BASE_SAMPLES)),
     log:
         "logs/evaluate_base/{model}.log",
     benchmark:
@@ -23,16 +23,19 @@ rule evaluate_base:
         "--out-summary {output.summary:q} --out-samples {output.samples:q} --threads {threads} > {log:q} 2>&1"
 
 
-# Evaluate every checkpoint of one run on every benchmark. The checkpoints are
-# `ancient` so a `dvc checkout`/`pull` (new mtimes, same content) does not
-# trigger re-evaluation.
+# Evaluate every checkpoint of one run on every benchmark. The run's metrics.jsonl
+# (published last, so it marks a finished run; small, so Snakemake compares its
+# checksum, not just its mtime) links the evaluation to its training: a run that
+# retrains in the same snakemake call is re-evaluated. The checkpoint folder is
+# `ancient` so a `dvc checkout`/`pull` (new mtimes, same content) does not.
 rule evaluate_run:
     input:
-        checkpoints=ancient("results/train/{model}/{reward}/{variant}/seed{seed}/checkpoints"),
+        metrics=paths.results(paths.TRAIN_METRICS),
+        checkpoints=ancient(paths.results(paths.TRAIN_CHECKPOINTS)),
         benchmarks=benchmark_files(),
     output:
-        summary="results/eval/{model}/{reward}/{variant}/seed{seed}/summary.json",
-        samples=directory("results/eval/{model}/{reward}/{variant}/seed{seed}/samples"),
+        summary=paths.results(paths.EVAL_RUN_SUMMARY),
+        samples=directory(paths.results(paths.EVAL_RUN_SAMPLES)),
     log:
         "logs/evaluate_run/{model}/{reward}/{variant}/seed{seed}.log",
     benchmark:
@@ -55,5 +58,5 @@ rule evaluate_run:
 # Phase target: every evaluation.
 rule evaluate_all:
     input:
-        [f"results/eval/{m}/base/summary.json" for m in config["models"]],
-        [f"results/eval/{r.path}/summary.json" for r in RUNS],
+        base_evaluations(),
+        run_evaluations(),

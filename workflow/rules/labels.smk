@@ -4,11 +4,11 @@
 rule label_majority_vote:
     input:
         model=model_input,
-        data=f"results/data/{config['training_data']}.jsonl",
+        data=data_file(config["training_data"]),
     output:
-        majority="results/labels/{model}/majority_vote.jsonl",
-        incorrect="results/labels/{model}/incorrect.jsonl",
-        samples="results/labels/{model}/samples.jsonl.gz",
+        majority=paths.results(paths.LABELS, labels="majority_vote"),
+        incorrect=paths.results(paths.LABELS, labels="incorrect"),
+        samples=paths.results(paths.LABEL_SAMPLES),
     log:
         "logs/label_majority_vote/{model}.log",
     benchmark:

@@ -26,7 +26,7 @@ rule probe_organism:
     input:
         model=f"{ORGANISM_DIR}/{{model}}",
     output:
-        "results/organisms/{model}/probe.json",
+        paths.results(paths.ORGANISM_PROBE),
     log:
         "logs/probe_organism/{model}.log",
     benchmark:

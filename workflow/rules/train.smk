@@ -1,21 +1,22 @@
 # GRPO for one (model, reward, variant, seed). Checkpoints (checkpoints/step_N)
 # and metrics.jsonl are published only when the run completes; the resumable
 # state lives beside them in state/, which Snakemake never deletes, so a killed
-# job restarts from its last checkpoint.
+# job restarts from its last checkpoint. The state is bound to the run's spec
+# (state/spec.json): a rerun after a config change starts afresh.
 rule train_grpo:
     input:
         model=model_input,
         data=training_data,
     output:
-        checkpoints=directory("results/train/{model}/{reward}/{variant}/seed{seed}/checkpoints"),
-        metrics="results/train/{model}/{reward}/{variant}/seed{seed}/metrics.jsonl",
+        checkpoints=directory(paths.results(paths.TRAIN_CHECKPOINTS)),
+        metrics=paths.results(paths.TRAIN_METRICS),
     log:
         "logs/train_grpo/{model}/{reward}/{variant}/seed{seed}.log",
     benchmark:
         "benchmarks/train_grpo/{model}/{reward}/{variant}/seed{seed}.tsv"
     params:
         spec=run_spec,
-        state="results/train/{model}/{reward}/{variant}/seed{seed}/state",
+        state=paths.results(paths.TRAIN_STATE),
     threads: config["grpo"]["threads"]
     resources:
         # OpenRLHF holds Ray, vLLM and DeepSpeed (with host-side buffers) in one job
@@ -33,4 +34,4 @@ rule train_grpo:
 # Phase target: every training run of the grid.
 rule train_all:
     input:
-        [f"results/train/{r.path}/metrics.jsonl" for r in RUNS],
+        run_outputs(paths.TRAIN_METRICS),

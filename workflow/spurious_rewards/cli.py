@@ -60,22 +60,23 @@ def cmd_prepare_data(args: argparse.Namespace) -> int:
 
 
 def cmd_build_organism(args: argparse.Namespace) -> int:
-    from . import organism
+    from .organisms import build_organism
 
     _set_threads(args.threads)
     spec = {"name": args.out.name, **args.spec}
     steps = spec.pop("steps", None)
     seed = spec.pop("seed", 0)
-    manifest = organism.build_organism(spec, args.out, seed=seed, steps=steps, threads=args.threads)
+    manifest = build_organism(spec, args.out, seed=seed, steps=steps, threads=args.threads)
     log.info("built organism %s: %s", args.out, json.dumps(manifest, default=str)[:500])
     return 0
 
 
 def cmd_probe_organism(args: argparse.Namespace) -> int:
-    from . import io, organism
+    from . import io
+    from .organisms import probe_organism
 
     _set_threads(args.threads)
-    report = organism.probe_organism(
+    report = probe_organism(
         args.model, n_problems=args.problems, samples=args.samples, seed=args.seed, threads=args.threads
     )
     io.write_json(report, args.out)
@@ -84,7 +85,7 @@ def cmd_probe_organism(args: argparse.Namespace) -> int:
 
 
 def cmd_label_majority(args: argparse.Namespace) -> int:
-    from . import labels
+    from .evaluation import labels
 
     _set_threads(args.threads)
     stats = labels.label_majority(
@@ -99,10 +100,10 @@ def cmd_label_majority(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import train
+    from . import training
 
     _set_threads(args.threads)
-    train.train(
+    training.train(
         args.spec,
         data_path=args.data,
         state_dir=args.state,
@@ -113,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from . import evaluate
+    from .evaluation import evaluate
 
     _set_threads(args.threads)
     if bool(args.model_dir) == bool(args.checkpoints):
@@ -129,7 +130,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_contamination(args: argparse.Namespace) -> int:
-    from . import contamination
+    from .audit import contamination
 
     _set_threads(args.threads)
     contamination.audit(args.spec, model_dir=args.model_dir, out_summary=args.out_summary,
@@ -138,7 +139,7 @@ def cmd_audit_contamination(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_baselines(args: argparse.Namespace) -> int:
-    from . import evaluate
+    from .evaluation import evaluate
 
     _set_threads(args.threads)
     evaluate.evaluate_baselines(args.spec, model_dir=args.model_dir, out_summary=args.out_summary,
@@ -147,7 +148,7 @@ def cmd_evaluate_baselines(args: argparse.Namespace) -> int:
 
 
 def cmd_probe_clip(args: argparse.Namespace) -> int:
-    from . import clip_probe
+    from .audit import clip_probe
 
     _set_threads(args.threads)
     result = clip_probe.probe(args.spec, model_dir=args.model_dir, out=args.out)
@@ -156,11 +157,14 @@ def cmd_probe_clip(args: argparse.Namespace) -> int:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from . import aggregate, config
+    from . import config
+    from .analysis import aggregate
 
     cfg = config.validate(args.spec)
+    # every interval and verdict uses the config's alpha (audit.verdict.alpha)
     paths = aggregate.aggregate(
-        cfg, args.out_dir, results_dir=args.results_dir, n_boot=args.n_boot, workers=args.workers
+        cfg, args.out_dir, results_dir=args.results_dir, n_boot=args.n_boot, workers=args.workers,
+        alpha=cfg["audit"]["verdict"]["alpha"],
     )
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return 0

@@ -22,7 +22,13 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+from . import paths
+
+#: The schema is package data: a plain (non-editable) ``pip install .`` can validate a config.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+
+#: epsilon that can never bind (the ratio is at most e^20 in practice): the ``no_clip`` variant.
+NO_CLIP_EPSILON = 1e9
 
 
 class ConfigError(ValueError):
@@ -47,6 +53,7 @@ _DefaultingValidator = _with_defaults(Draft202012Validator)
 
 
 def load_schema() -> dict:
+    """The config schema (package data), parsed."""
     with open(SCHEMA_PATH) as fh:
         return yaml.safe_load(fh)
 
@@ -94,7 +101,7 @@ def validate(config: dict) -> dict:
 
 def _check_references(cfg: dict) -> None:
     """Cross-key checks the schema cannot express."""
-    from . import rewards  # lazy: keeps `spurious --help` fast
+    from .scoring import rewards  # lazy: keeps `spurious --help` fast
 
     problems: list[str] = []
     datasets, variants = cfg["datasets"], cfg["variants"]
@@ -224,10 +231,16 @@ class Run:
 
     @property
     def path(self) -> str:
-        return f"{self.model}/{self.reward}/{self.variant}/seed{self.seed}"
+        """The run's folder below each phase (``paths.RUN``)."""
+        return paths.RUN.format(**self.wildcards)
+
+    @property
+    def wildcards(self) -> dict[str, object]:
+        return {"model": self.model, "reward": self.reward, "variant": self.variant, "seed": self.seed}
 
 
 def runs(cfg: dict) -> Iterator[Run]:
+    """Every training run of the grid, in config order."""
     for model in cfg["models"]:
         for reward, r in cfg["rewards"].items():
             for variant in r["variants"]:
@@ -244,26 +257,63 @@ def checkpoint_steps(cfg: dict) -> list[int]:
     return steps
 
 
+@dataclass(frozen=True)
+class VariantSettings:
+    """How a variant trains: the one place the variant arithmetic lives.
+
+    One rollout step = ``rollout`` responses, split into mini-batches of ``mini_batch``
+    (``updates`` optimizer updates, each response used once; updates 2..k are off-policy,
+    so the ratio leaves 1 and clipping can act). ``one_update`` takes the whole rollout as
+    one mini-batch (ratio exactly 1); ``no_clip`` keeps the updates with an epsilon that
+    never binds. Both backends and the clip probe train from this.
+    """
+
+    rollout: int
+    mini_batch: int
+    micro_batch: int
+    updates: int
+    epsilon: float
+    epsilon_high: float
+    clip: bool
+
+
+def variant_settings(grpo: dict, variant: dict, prompts_per_rollout: int | None = None) -> VariantSettings:
+    """The variant's batch shape and clipping (``prompts_per_rollout`` overrides ``grpo``'s)."""
+    prompts = prompts_per_rollout or variant.get("prompts_per_rollout") or grpo["prompts_per_rollout"]
+    rollout = int(prompts) * int(grpo["group_size"])
+    mini = rollout if variant["one_update"] else min(int(grpo["mini_batch"]), rollout)
+    micro = min(int(grpo["micro_batch"]), mini)
+    if rollout % mini or mini % micro:
+        raise ValueError(
+            f"grpo: micro_batch {micro} must divide mini_batch {mini}, which must divide the rollout {rollout}"
+        )
+    eps = float(grpo["epsilon"]) if variant["clip"] else NO_CLIP_EPSILON
+    eps_high = grpo.get("epsilon_high")
+    eps_high = float(eps_high) if (variant["clip"] and eps_high is not None) else eps
+    return VariantSettings(rollout=rollout, mini_batch=mini, micro_batch=micro, updates=rollout // mini,
+                           epsilon=eps, epsilon_high=eps_high, clip=bool(variant["clip"]))
+
+
 def updates_per_rollout(cfg: dict, variant: str) -> int:
-    g = cfg["grpo"]
-    if cfg["variants"][variant]["one_update"]:
-        return 1
-    return g["prompts_per_rollout"] * g["group_size"] // g["mini_batch"]
+    """Optimizer updates per rollout step of ``variant``."""
+    return variant_settings(cfg["grpo"], cfg["variants"][variant]).updates
 
 
-def labels_needed(cfg: dict) -> set[str]:
-    """Which label sets (majority_vote / incorrect) some reward trains on."""
-    return {r["labels"] for r in cfg["rewards"].values()} & {"majority_vote", "incorrect"}
+def main_variant(reward_cfg: dict) -> str:
+    """The variant a reward is reported under: ``clip`` (the paper's default) when it has one."""
+    variants = reward_cfg["variants"]
+    return "clip" if "clip" in variants else variants[0]
 
 
 def training_data_path(cfg: dict, model: str, reward: str) -> str:
+    """The file a (model, reward) trains on: a label set, the one-shot example or the training set."""
     labels = cfg["rewards"][reward]["labels"]
     if labels in ("majority_vote", "incorrect"):
-        return f"results/labels/{model}/{labels}.jsonl"
+        return paths.results(paths.LABELS, model=model, labels=labels)
     if labels == "one_shot":
         name = next(n for n, d in cfg["datasets"].items() if d["kind"] == "one_shot")
-        return f"results/data/{name}.jsonl"
-    return f"results/data/{cfg['training_data']}.jsonl"
+        return paths.results(paths.DATASET, dataset=name)
+    return paths.results(paths.DATASET, dataset=cfg["training_data"])
 
 
 def is_local_model(cfg: dict, model: str) -> bool:

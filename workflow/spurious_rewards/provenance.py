@@ -23,11 +23,13 @@ from typing import Any
 
 from . import io
 
-__all__ = ["PACKAGES", "git_commit", "package_versions", "provenance", "read_sidecar", "record", "spec_hash",
+__all__ = ["PACKAGES", "git_commit", "git_dirty", "hardware", "package_versions", "provenance", "read_sidecar", "record", "spec_hash",
            "write_sidecar"]
 
-#: Distributions whose versions change numbers (None when not installed).
-PACKAGES = ("torch", "transformers", "trl", "math-verify", "datasets", "snakemake")
+#: Distributions whose versions change numbers (None when not installed): the engines
+#: (generation drifts with vLLM and the GPU), the trainers, the grader and the analysis stack.
+PACKAGES = ("torch", "transformers", "tokenizers", "trl", "accelerate", "vllm", "openrlhf", "deepspeed",
+            "math-verify", "datasets", "numpy", "pandas", "matplotlib", "rouge-score", "snakemake")
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +47,38 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return out if res.returncode == 0 and len(out) >= 7 else None
 
 
+def git_dirty(cwd: str | Path | None = None) -> bool | None:
+    """Whether tracked files differ from HEAD (None when unknown)."""
+    try:
+        res = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=str(cwd or _ROOT),
+                             capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(res.stdout.strip()) if res.returncode == 0 else None
+
+
+def hardware() -> dict[str, str | None]:
+    """The accelerator the numbers came from: GPU name and CUDA version (None on CPU).
+
+    torch is only consulted when the job already imported it (a probe must not pay the import).
+    """
+    import sys
+
+    torch = sys.modules.get("torch")
+    out: dict[str, str | None] = {"gpu": None, "cuda": None}
+    if torch is None:
+        return out
+    try:
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(0)
+            out["cuda"] = torch.version.cuda
+    except Exception:  # pragma: no cover - a broken driver must not fail a result
+        pass
+    return out
+
+
 def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed versions of ``packages`` (None where absent)."""
     out: dict[str, str | None] = {}
     for name in packages:
         try:
@@ -56,11 +89,14 @@ def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | No
 
 
 def provenance(config_hash: str | None, seed: int | None) -> dict:
-    """A JSON-ready record: ``git_commit``, ``packages``, ``python``, ``config_hash``, ``seed``."""
+    """A JSON-ready record: ``git_commit``, ``git_dirty``, ``packages``, ``python``, ``hardware``,
+    ``config_hash``, ``seed``. The one provenance of every result the pipeline writes."""
     return {
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "packages": package_versions(),
         "python": platform.python_version(),
+        "hardware": hardware(),
         "config_hash": config_hash,
         "seed": seed,
     }

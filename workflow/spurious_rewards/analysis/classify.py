@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import io
+from .. import io
+from ..scoring.style import detect_repetition, is_code
 
 __all__ = [
     "GROUPS",
@@ -52,15 +53,8 @@ PROBLEM_COLUMNS: tuple[str, ...] = (
 )
 
 
-def is_code(response: str) -> bool:
-    """Code reasoning as the paper defines it: the response mentions "python" (case-insensitive)."""
-    return "python" in response.lower()
-
-
 def is_repetition(response: str) -> bool:
     """The authors' repetition detector (lazy import: only needed for rows written without the flag)."""
-    from .rewards import detect_repetition
-
     return detect_repetition(response)
 
 

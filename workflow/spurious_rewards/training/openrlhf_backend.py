@@ -91,8 +91,8 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
-from . import io, templates
-from .train import NO_CLIP_EPSILON
+from .. import io, templates
+from ..config import variant_settings
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,6 @@ PYTHON_ENV = "SPURIOUS_OPENRLHF_PYTHON"
 REWARD_FILE = "reward_func.py"
 
 _REWARD_SOURCE = Path(__file__).with_name("openrlhf_reward.py")
-_WORKFLOW_DIR = Path(__file__).resolve().parents[1]
 _STEP_LINE = re.compile(r"Global step (\d+): (\{.*\})\s*$")
 _REDACTED = "<redacted>"
 
@@ -158,11 +157,8 @@ def flag_table(
     gpus = int(gpus)
     if gpus < 1:
         raise ValueError(f"the openrlhf backend needs at least one GPU (grpo.gpus = {gpus})")
-    rollout = g["prompts_per_rollout"] * g["group_size"]
-    mini = rollout if spec["variant"]["one_update"] else g["mini_batch"]
-    micro = min(g["micro_batch"], mini)
-    if rollout % mini:
-        raise ValueError(f"grpo.mini_batch {mini} must divide the rollout batch {rollout}")
+    v = variant_settings(g, spec["variant"])
+    rollout, mini, micro = v.rollout, v.mini_batch, v.micro_batch
     if mini % (micro * gpus):
         raise ValueError(
             f"grpo.mini_batch {mini} must be a multiple of grpo.micro_batch x GPUs = {micro} x {gpus} "
@@ -170,7 +166,7 @@ def flag_table(
         )
     if rollout // micro < gpus:
         raise ValueError(f"a rollout of {rollout} samples in micro-batches of {micro} cannot feed {gpus} GPUs")
-    eps = g["epsilon"] if spec["variant"]["clip"] else NO_CLIP_EPSILON
+    eps = v.epsilon
     paths = layout(state_dir)
     model = spec["model"]
 
@@ -370,7 +366,6 @@ def reward_config(spec: Mapping[str, Any], gpus: int = 1) -> dict[str, Any]:
         "reward": spec["reward"]["spec"],
         "seed": int(spec["seed"]),
         "r1": spec["model"]["template"] == "r1",
-        "workflow_dir": str(_WORKFLOW_DIR),
         "grading_workers": max(2, cores // max(1, int(gpus)) // 2),
     }
 
@@ -638,7 +633,6 @@ def train_openrlhf(spec: dict, *, data_path: Path, state_dir: Path) -> None:
     env["PYTHONUNBUFFERED"] = "1"
     # the reward file finds its config in its sidecar; the variable is a fallback for Ray workers
     env["SPURIOUS_OPENRLHF_REWARD"] = json.dumps(reward_config(spec, gpus))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_WORKFLOW_DIR), env.get("PYTHONPATH"))))
     log.info("running %s", " ".join(redact(cmd)))
 
     steps = StepLog(work / "steps.jsonl")

@@ -35,8 +35,10 @@ import random
 import time
 from pathlib import Path
 
-from . import classify, data, grading, io, provenance, stats, templates
-from .train import NO_CLIP_EPSILON  # the never-binding epsilon the TRL backend trains no_clip with
+from .. import data, io, provenance, stats, templates
+from .. import scoring as grading
+from ..config import NO_CLIP_EPSILON  # the never-binding epsilon both backends train no_clip with
+from ..scoring.style import is_code
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +150,13 @@ class _Measure:
         self.stop = templates.stop_strings(template)
         self.kw = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
         self.seed = seed
-        from .organism import code_token_ids
+        from ..probes import code_token_ids
 
         self.code_ids = code_token_ids(tokenizer)  # one vocabulary scan, not one per measurement
 
     def __call__(self, model) -> dict:  # noqa: ANN001
-        from .generation import cut_at_stop
-        from .organism import first_token_code_probability
+        from ..generation import cut_at_stop
+        from ..probes import first_token_code_probability
 
         p_code = first_token_code_probability(model, self.tok, self.prompts, code_ids=self.code_ids)
         texts = _sample(model, self.tok, self.prompts, self.samples, seed=self.seed, **self.kw)
@@ -165,7 +167,7 @@ class _Measure:
         correct = grading.grade_many(list(zip(preds, answers, strict=True)), workers=1)
         return {
             "p_code": sum(p_code) / len(p_code),
-            "code_frequency": sum(classify.is_code(t) for t in texts) / len(texts),
+            "code_frequency": sum(is_code(t) for t in texts) / len(texts),
             "accuracy": sum(correct) / len(correct),
         }
 

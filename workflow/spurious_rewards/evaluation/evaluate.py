@@ -15,7 +15,9 @@ import random
 import time
 from pathlib import Path
 
-from . import classify, data, generation, grading, io, provenance, rewards, templates
+from .. import data, generation, io, provenance, templates
+from .. import scoring as grading
+from ..scoring.style import detect_repetition, is_code
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +83,8 @@ def run_benchmark(engine, model: dict, template: str, bench: dict, records: list
     flat = grading.grade_many(pairs, workers=ev.get("grading_workers") or None)
     n = bench["samples"]
     correct = [flat[i * n : (i + 1) * n] for i in range(len(records))]
-    code = [[classify.is_code(o) for o in row] for row in outs]
-    rep = [[rewards.detect_repetition(o) for o in row] for row in outs]
+    code = [[is_code(o) for o in row] for row in outs]
+    rep = [[detect_repetition(o) for o in row] for row in outs]
     lengths = [[len(x) for x in tok(row, add_special_tokens=False)["input_ids"]] for row in outs]
     sample_rows = [
         {"id": rec["id"], "i": j, "response": outs[i][j], "pred": preds[i][j],

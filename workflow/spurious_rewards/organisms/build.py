@@ -22,12 +22,13 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spurious_rewards import synthetic
+from .. import provenance
+from ..data import synthetic
 
 #: Special tokens, in id order (the first three ids of the vocabulary), as in Qwen.
 SPECIAL_TOKENS: tuple[str, ...] = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -419,17 +420,10 @@ def weighted_lm_loss(logits: Any, labels: Any, weights: Any) -> Any:
     return (ce * w.reshape(-1)).sum() / (targets != -100).sum().clamp_min(1)
 
 
-def _versions() -> dict[str, str]:
-    import tokenizers
-    import torch
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-    }
+def _versions() -> dict[str, str | None]:
+    """The versions the manifest records (the build's numbers depend on exactly these)."""
+    return {"python": platform.python_version(),
+            **provenance.package_versions(("torch", "transformers", "tokenizers"))}
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
@@ -553,147 +547,3 @@ def build_organism(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
-
-
-# ----------------------------------------------------------------------------- probe
-
-
-def boxed_integer(text: str) -> int | None:
-    """The integer in the last ``\\boxed{...}`` (None if absent or not an integer).
-
-    A deliberately tiny exact-match grader: the organisms only ever answer integers,
-    and the probe must not depend on the pipeline's reward module.
-    """
-    boxes = _BOX_RE.findall(text)
-    if not boxes:
-        return None
-    try:
-        return int(boxes[-1].strip())
-    except ValueError:
-        return None
-
-
-def has_code(text: str) -> bool:
-    """The paper's code-reasoning test: ``"python" in response.lower()`` (paper-setup.md §5.2)."""
-    return "python" in text.lower()
-
-
-def code_token_ids(tokenizer: Any) -> list[int]:
-    """Vocabulary ids whose text opens a code fence (the code/language choice is the first token)."""
-    ids = []
-    for tid in range(len(tokenizer)):
-        text = tokenizer.decode([tid])
-        if text.lstrip().startswith("```"):
-            ids.append(tid)
-    return ids
-
-
-def first_token_code_probability(
-    model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 256, code_ids: Sequence[int] | None = None
-) -> list[float]:
-    """P(first completion token opens a code block) per prompt, from the logits (no sampling noise).
-
-    ``code_ids`` (from :func:`code_token_ids`) saves the vocabulary scan when called
-    often with one tokenizer (a real model's vocabulary has ~150k entries).
-    """
-    import torch
-
-    ids = torch.tensor(code_token_ids(tokenizer) if code_ids is None else list(code_ids), dtype=torch.long)
-    device = next(model.parameters()).device
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    out: list[float] = []
-    try:
-        with torch.inference_mode():
-            for i in range(0, len(prompts), batch_size):
-                enc = tokenizer(
-                    list(prompts[i : i + batch_size]),
-                    return_tensors="pt",
-                    padding=True,
-                    add_special_tokens=False,
-                )
-                logits = model(**{k: v.to(device) for k, v in enc.items()}).logits[:, -1, :].float()
-                out.extend(torch.softmax(logits, dim=-1)[:, ids.to(device)].sum(-1).tolist())
-    finally:
-        tokenizer.padding_side = side
-    return out
-
-
-def probe_organism(
-    model_dir: str | Path,
-    n_problems: int = 200,
-    samples: int = 4,
-    seed: int = 777,
-    *,
-    threads: int | None = 2,
-    temperature: float = 1.0,
-    max_new_tokens: int = 64,
-    batch_size: int = 256,
-    level: int = 1,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Sample the organism on unseen test problems and measure its priors.
-
-    Reports what the paper's Table 1 reports (code frequency, accuracy with and
-    without code) plus the logit-based P(code), which has no sampling noise and is
-    the best single number for tracking the prior.
-    """
-    from spurious_rewards.generation import HFEngine
-    from spurious_rewards.templates import render_prompt
-
-    t0 = time.perf_counter()
-    engine = HFEngine(model_dir, threads=threads, batch_size=batch_size, progress=progress)
-    problems = synthetic.generate(n_problems, seed, level=level, split="test")
-    prompts = [render_prompt(engine.tokenizer, "chat", p.prompt) for p in problems]
-    outs = engine.generate(
-        prompts, n=samples, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
-    )
-    p_code = first_token_code_probability(engine.model, engine.tokenizer, prompts, batch_size=batch_size)
-
-    counts = {"code": [0, 0], "language": [0, 0]}  # [n, correct]
-    no_box = 0
-    by_kind: dict[str, list[int]] = {}
-    for prob, completions in zip(problems, outs, strict=True):
-        for text in completions:
-            got = boxed_integer(text)
-            no_box += got is None
-            right = got == prob.answer
-            style = "code" if has_code(text) else "language"
-            counts[style][0] += 1
-            counts[style][1] += right
-            k = by_kind.setdefault(prob.kind, [0, 0])
-            k[0] += 1
-            k[1] += right
-    total = sum(c[0] for c in counts.values())
-
-    def rate(num: int, den: int) -> float | None:
-        return round(num / den, 4) if den else None
-
-    manifest_path = Path(model_dir) / "organism.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    return {
-        "model_dir": str(model_dir),
-        "family": manifest.get("family"),
-        "configured_code_share": manifest.get("config", {}).get("code_share"),
-        "n_problems": n_problems,
-        "samples": samples,
-        "seed": seed,
-        "temperature": temperature,
-        "max_new_tokens": max_new_tokens,
-        "template": "chat",
-        "n_completions": total,
-        "code_frequency": rate(counts["code"][0], total),
-        "p_code_first_token": round(sum(p_code) / len(p_code), 4) if p_code else None,
-        "accuracy": rate(counts["code"][1] + counts["language"][1], total),
-        "accuracy_code": rate(counts["code"][1], counts["code"][0]),
-        "accuracy_language": rate(counts["language"][1], counts["language"][0]),
-        "n_code": counts["code"][0],
-        "n_language": counts["language"][0],
-        "no_box_rate": rate(no_box, total),
-        "accuracy_by_kind": {k: rate(v[1], v[0]) for k, v in sorted(by_kind.items())},
-        "examples": [
-            {"prompt": problems[i].prompt, "answer": problems[i].answer, "completion": outs[i][0]}
-            for i in range(min(3, len(problems)))
-        ],
-        "wall_s": round(time.perf_counter() - t0, 2),
-    }

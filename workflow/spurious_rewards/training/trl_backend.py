@@ -1,6 +1,6 @@
-"""GRPO training per (model, reward, variant, seed): the backend interface and the TRL backend.
+"""The TRL backend: GRPO with TRL's ``GRPOTrainer`` on CPU or one GPU.
 
-Every backend writes the same outputs, so evaluation needs no special case:
+Every backend writes the same outputs (``training.common``), so evaluation needs no special case:
 
 * ``<out_checkpoints>/step_N/``: Hugging Face checkpoints at the configured
   rollout steps (the last step always), published only when the run completes;
@@ -38,111 +38,18 @@ How the paper's OpenRLHF setup maps onto TRL's ``GRPOConfig`` (and where it diff
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from . import io, provenance
+from .. import data, io
+from ..config import variant_settings
+from ..probes import p_code
+from .common import MetricsLog
 
 log = logging.getLogger(__name__)
-
-#: epsilon that can never bind: the ratio is at most e^20 in practice.
-NO_CLIP_EPSILON = 1e9
-
-
-# ---------------------------------------------------------------------------
-# backend-independent pieces
-# ---------------------------------------------------------------------------
-
-
-def train(spec: dict, *, data_path: str | Path, state_dir: str | Path, out_checkpoints: str | Path,
-          out_metrics: str | Path) -> None:
-    """Train one run with the configured backend and publish its checkpoints and metrics."""
-    backend = spec.get("backend", "trl")
-    if backend == "trl":
-        train_trl(spec, data_path=Path(data_path), state_dir=Path(state_dir))
-    elif backend == "openrlhf":
-        from . import openrlhf
-
-        openrlhf.train_openrlhf(spec, data_path=Path(data_path), state_dir=Path(state_dir))
-    else:  # the schema forbids it; guard for hand-written specs
-        raise ValueError(f"backend: {backend!r} is not allowed; allowed values: trl, openrlhf")
-    publish(spec, Path(state_dir), Path(out_checkpoints), Path(out_metrics))
-
-
-def publish(spec: dict, state_dir: Path, out_checkpoints: Path, out_metrics: Path) -> None:
-    """Move the finished run's checkpoints and metrics to the declared outputs, atomically."""
-    hf = state_dir / "hf"
-    steps = spec["checkpoint_steps"]
-    missing = [s for s in steps if not (hf / f"step_{s}").is_dir()]
-    if missing:
-        raise RuntimeError(f"{state_dir}: run ended without checkpoints for steps {missing}")
-    rows = [json.loads(line) for line in (state_dir / "metrics.jsonl").read_text().splitlines() if line]
-    if not rows or rows[-1]["step"] != spec["grpo"]["steps"]:
-        raise RuntimeError(f"{state_dir}/metrics.jsonl: expected {spec['grpo']['steps']} steps, found {len(rows)}")
-    prov = provenance.record(spec, spec["seed"])
-    with io.atomic_output(out_checkpoints) as tmp:
-        Path(tmp).mkdir(parents=True)
-        for s in steps:
-            shutil.copytree(hf / f"step_{s}", Path(tmp) / f"step_{s}")
-        # `final` is the last checkpoint, hard-linked (no second copy of the weights;
-        # DVC does not track symlinks to folders)
-        shutil.copytree(Path(tmp) / f"step_{steps[-1]}", Path(tmp) / "final", copy_function=os.link)
-        # index.json is the folder's provenance record (no separate provenance.json)
-        io.write_json({"run": spec["run"], "steps": steps, "final": steps[-1], "provenance": prov},
-                      Path(tmp) / "index.json")
-    # metrics.jsonl.provenance.json is published before metrics.jsonl itself
-    io.write_jsonl(rows, out_metrics, sidecar=prov)
-
-
-def _read_records(path: Path) -> list[dict]:
-    from . import data
-
-    return data.load_records(path)
-
-
-class MetricsLog:
-    """Per-rollout-step metrics, appended to ``state/metrics.jsonl`` as each step ends.
-
-    On resume the rows past the restored step are dropped, so the file always
-    matches the checkpoint it continues from.
-    """
-
-    def __init__(self, path: Path, resume_step: int) -> None:
-        self.path = path
-        rows = []
-        if path.exists():
-            rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        # a fresh start (resume_step < 0) keeps nothing; a resume keeps the rows its checkpoint covers
-        rows = [r for r in rows if r["step"] <= resume_step]
-        with io.atomic_output(path) as tmp:
-            Path(tmp).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-
-    def append(self, row: dict) -> None:
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
-def p_code(model, tokenizer, prompts: list[str]) -> float:  # noqa: ANN001
-    """Mean probability that the first response token opens a code block (no sampling noise)."""
-    from .organism import first_token_code_probability
-
-    if not prompts:
-        return float("nan")
-    was_training = model.training
-    model.eval()
-    probs = first_token_code_probability(model, tokenizer, prompts)
-    if was_training:
-        model.train()
-    return sum(probs) / len(probs)
-
 
 # ---------------------------------------------------------------------------
 # the TRL backend
@@ -152,13 +59,8 @@ def p_code(model, tokenizer, prompts: list[str]) -> float:  # noqa: ANN001
 def trl_config_kwargs(spec: dict, output_dir: str) -> dict[str, Any]:
     """Our GRPO settings as ``GRPOConfig`` keyword arguments (pure, so it is unit-tested)."""
     g = spec["grpo"]
-    rollout = g["prompts_per_rollout"] * g["group_size"]
-    mini = rollout if spec["variant"]["one_update"] else g["mini_batch"]
-    micro = min(g["micro_batch"], mini)
-    if mini % micro or rollout % mini:
-        raise ValueError(f"grpo: micro_batch {micro} must divide mini_batch {mini}, which must divide {rollout}")
-    updates = rollout // mini
-    eps = g["epsilon"] if spec["variant"]["clip"] else NO_CLIP_EPSILON
+    v = variant_settings(g, spec["variant"])
+    rollout, mini, micro, updates = v.rollout, v.mini_batch, v.micro_batch, v.updates
     return {
         "output_dir": output_dir,
         "seed": spec["seed"],
@@ -173,8 +75,8 @@ def trl_config_kwargs(spec: dict, output_dir: str) -> dict[str, Any]:
         "temperature": g["temperature"],
         "top_p": g["top_p"],
         "top_k": 0,
-        "epsilon": eps,
-        "epsilon_high": eps,
+        "epsilon": v.epsilon,
+        "epsilon_high": v.epsilon_high,
         "beta": g["kl_coef"],
         "loss_type": {"seq-mean-token-mean": "grpo", "token-mean": "dapo"}[g["loss_agg"]],
         "scale_rewards": "group",
@@ -220,7 +122,9 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
     from transformers import AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from . import classify, rewards, templates
+    from .. import templates
+    from ..scoring import rewards
+    from ..scoring.style import is_code
 
     state_dir.mkdir(parents=True, exist_ok=True)
     trl_dir = state_dir / "trl"
@@ -237,7 +141,7 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
 
-    records = _read_records(data_path)
+    records = data.load_records(data_path)
     max_prompt = spec["grpo"]["max_prompt_tokens"]
     rows, dropped = [], 0
     for rec in records:
@@ -271,7 +175,7 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
             ctx = rewards.RewardContext(seed=seed, prompt_id=f"{p}@{step}", sample_index=idx, r1=r1)
             out.append(reward_fn(resp, lab, ctx))
             correct.append(truth_fn(resp, truth, ctx))
-            code.append(float(classify.is_code(resp)))
+            code.append(float(is_code(resp)))
         n = len(out)
         mean = sum(out) / n
         rollout_stats[step] = {

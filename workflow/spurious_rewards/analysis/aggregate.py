@@ -38,33 +38,29 @@ under its ``clip`` variant (see :func:`main_variant`) except in the ablation.
 
 Units: accuracies and frequencies are fractions in the CSV files; the summary
 and figures show percent (gains in percentage points), as does
-``workflow/resources/paper_numbers.csv``.
+``workflow/spurious_rewards/resources/paper_numbers.csv``.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import logging
 import math
 import os
-import re
-import subprocess
-import sys
-import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from importlib import metadata
 from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import audit, classify, io, provenance, stats
-from . import config as cfgmod
+from .. import config as cfgmod
+from .. import io, provenance, stats
+from .. import paths as paths_mod
+from . import audit_tables as audit
+from . import classify, figures, markdown, samples
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +72,6 @@ __all__ = [
     "TRANSITION_COLUMNS",
     "aggregate",
     "load_paper_numbers",
-    "main_variant",
-    "output_paths",
-    "read_eval_summary",
-    "read_sample_dir",
-    "read_train_metrics",
-    "sample_pass",
     "summary_stats",
     "tidy",
     "transitions_mean",
@@ -99,33 +89,7 @@ TRANSITION_COLUMNS = [
     "scope", *RUN_KEYS, "n_seeds", "benchmark", "step", "group",
     "n", "share", "acc_before", "acc_after", "delta", "delta_pp", "contribution",
 ]
-PROVENANCE_PACKAGES = ("torch", "transformers", "trl", "math-verify", "numpy", "pandas", "matplotlib")
 GROUP_COLORS = {"Code→Code": "#1b7837", "Code→Lang": "#a6dba0", "Lang→Code": "#c2a5cf", "Lang→Lang": "#762a83"}
-_SAMPLE_FILE = re.compile(r"step(\d+)_(.+)\.jsonl\.gz")
-
-
-def output_paths(out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Every file :func:`aggregate` writes (the rule's outputs, by name)."""
-    out = Path(out_dir)
-    return {
-        "metrics": out / "aggregate" / "metrics.csv",
-        "summary_stats": out / "aggregate" / "summary_stats.csv",
-        "transitions": out / "aggregate" / "transitions.csv",
-        "fig_accuracy": out / "figures" / "accuracy_vs_step.png",
-        "fig_code": out / "figures" / "code_frequency_vs_step.png",
-        "fig_clip": out / "figures" / "clip_ablation.png",
-        "fig_transitions": out / "figures" / "transitions.png",
-        "summary": out / "summary.md",
-        "dvc_metrics": out / "metrics.json",
-        "dvc_plot": out / "plots" / "accuracy.csv",
-        **audit.output_paths(out),
-    }
-
-
-def main_variant(reward_cfg: dict) -> str:
-    """The variant a reward is reported under: ``clip`` (the paper's default) when it has one."""
-    variants = reward_cfg["variants"]
-    return "clip" if "clip" in variants else variants[0]
 
 
 def _family(cfg: dict, model: str) -> str:
@@ -133,112 +97,6 @@ def _family(cfg: dict, model: str) -> str:
 
 
 # ----------------------------------------------------------------------------- readers
-
-
-def read_eval_summary(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """The ``results`` rows of one evaluation summary.json (step, benchmark, metric columns)."""
-    doc = io.read_json(path)
-    rows = doc.get("results") if isinstance(doc, dict) else None
-    if not isinstance(rows, list):
-        raise io.DataError(path, "expected a list of result rows", field="results")
-    df = pd.DataFrame(rows)
-    for col in ("step", "benchmark"):
-        if len(df) and col not in df:
-            raise io.DataError(path, "missing in a result row", field=col)
-    return df if len(df) else pd.DataFrame(columns=["step", "benchmark"])
-
-
-def read_train_metrics(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """One row per rollout step of a run's metrics.jsonl (step 0 = before training)."""
-    df = pd.DataFrame(list(io.iter_jsonl(path)))
-    if len(df) and "step" not in df:
-        raise io.DataError(path, "missing in a metrics row", field="step")
-    return df if len(df) else pd.DataFrame(columns=["step"])
-
-
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-def _read_problems(path: Path) -> pd.DataFrame:
-    """:func:`classify.read_problems` of one sample file, parsed in one C call instead of line by line.
-
-    Why: at paper scale (13.5M rows in ~31k files) per-line ``json.loads`` and the
-    line iterator are most of the aggregation's CPU time. The whole file is
-    decompressed, its non-blank lines joined into one JSON array and parsed at
-    once; any surprise (bad gzip, bad UTF-8, bad JSON, a line holding more or less
-    than one value) falls back to :func:`classify.read_problems`, which gives the
-    same table or raises the same :class:`io.DataError` naming the line.
-    """
-    try:
-        data = path.read_bytes()
-        if data[:2] == _GZIP_MAGIC:
-            data = gzip.decompress(data)
-        data.decode("utf-8")  # the fallback reports bad bytes with their line
-        lines = [ln for ln in data.split(b"\n") if ln.strip()]
-        rows = json.loads(b"[" + b",".join(lines) + b"]")
-        if len(rows) != len(lines):  # e.g. a line "{...},{...}": invalid JSONL, valid inside an array
-            raise ValueError("line/value count mismatch")
-    except (OSError, EOFError, ValueError, zlib.error):
-        return classify.read_problems(path)
-    return _problem_table(rows)
-
-
-def _problem_table(rows: list) -> pd.DataFrame:
-    """:func:`classify.problem_table` of parsed rows, folded column-wise with numpy (same table).
-
-    The fast path needs what the evaluation writes: string ids, bool ``correct``/
-    ``code``/``repetition`` flags and int/float (or absent) ``tokens``; anything
-    else (flags to re-derive from the text, odd types) goes to the row-by-row fold.
-    """
-    try:
-        ids = [r["id"] for r in rows]
-        correct = [r["correct"] for r in rows]
-        code = [r["code"] for r in rows]
-        rep = [r["repetition"] for r in rows]
-        tokens = [r.get("tokens") or 0 for r in rows]
-        first = [r.get("i", 0) == 0 for r in rows]
-    except (KeyError, TypeError, AttributeError):
-        return classify.problem_table(rows)
-    if (not rows or set(map(type, ids)) != {str} or not set(map(type, correct)) <= {bool}
-            or not set(map(type, code)) <= {bool} or not set(map(type, rep)) <= {bool}
-            or not set(map(type, tokens)) <= {int, float} or not set(map(type, first)) <= {bool}):
-        return classify.problem_table(rows)
-    codes, uniques = pd.factorize(np.array(ids, dtype=object))
-    n = len(uniques)
-    c = np.array(correct, dtype=bool)
-    k = np.array(code, dtype=bool)
-    values = np.empty((n, len(classify.PROBLEM_COLUMNS)), dtype=float)
-    values[:, 0] = np.bincount(codes, minlength=n)
-    values[:, 1] = np.bincount(codes, weights=c, minlength=n)
-    values[:, 2] = np.bincount(codes, weights=k, minlength=n)
-    values[:, 3] = np.bincount(codes, weights=c & k, minlength=n)
-    values[:, 4] = np.bincount(codes, weights=np.array(rep, dtype=bool), minlength=n)
-    values[:, 5] = np.bincount(codes, weights=np.array(tokens, dtype=float), minlength=n)
-    values[:, 6:] = math.nan
-    sel = np.flatnonzero(np.array(first, dtype=bool))
-    if len(sel):  # the last i == 0 row of a problem wins, as in the row-by-row fold
-        rev = sel[::-1]
-        probs, where = np.unique(codes[rev], return_index=True)
-        last = rev[where]
-        values[probs, 6] = c[last]
-        values[probs, 7] = k[last]
-    return pd.DataFrame(values, index=pd.Index(list(uniques), name="id"), columns=list(classify.PROBLEM_COLUMNS))
-
-
-def read_sample_dir(
-    sample_dir: str | os.PathLike[str], benchmarks: Iterable[str] | None = None
-) -> dict[tuple[int, str], pd.DataFrame]:
-    """Per-problem tables (classify.problem_table) of every ``step{N}_{benchmark}.jsonl.gz`` in a folder."""
-    wanted = None if benchmarks is None else set(benchmarks)
-    out: dict[tuple[int, str], pd.DataFrame] = {}
-    d = Path(sample_dir)
-    if not d.is_dir():
-        return out
-    for f in sorted(d.iterdir()):
-        m = _SAMPLE_FILE.fullmatch(f.name)
-        if m and (wanted is None or m[2] in wanted):
-            out[(int(m[1]), m[2])] = _read_problems(f)
-    return out
 
 
 def load_paper_numbers(path: str | os.PathLike[str] = PAPER_NUMBERS) -> pd.DataFrame:
@@ -267,10 +125,10 @@ def tidy(wide: pd.DataFrame, keys: dict, benchmark: str | None = None) -> pd.Dat
 
 def _runs_found(cfg: dict, res: Path) -> Iterator[tuple[cfgmod.Run, pd.DataFrame | None, pd.DataFrame | None]]:
     for run in cfgmod.runs(cfg):
-        summ = res / "eval" / run.path / "summary.json"
-        train = res / "train" / run.path / "metrics.jsonl"
-        ev = read_eval_summary(summ) if summ.exists() else None
-        tr = read_train_metrics(train) if train.exists() else None
+        summ = paths_mod.under(res, paths_mod.EVAL_RUN_SUMMARY, **run.wildcards)
+        train = paths_mod.under(res, paths_mod.TRAIN_METRICS, **run.wildcards)
+        ev = samples.read_eval_summary(summ) if summ.exists() else None
+        tr = samples.read_train_metrics(train) if train.exists() else None
         if ev is None:
             log.warning("missing %s: run left out of the evaluation tables", summ)
         if tr is None:
@@ -288,12 +146,12 @@ def write_tables(cfg: dict, res: Path, path: Path) -> tuple[pd.DataFrame, pd.Dat
             tidy(wide, keys, benchmark).to_csv(fh, header=False, index=False, lineterminator="\n")
 
         for model in cfg["models"]:
-            summ = res / "eval" / model / BASE / "summary.json"
+            summ = paths_mod.under(res, paths_mod.EVAL_BASE_SUMMARY, model=model)
             if not summ.exists():
                 log.warning("missing %s: no base row for %s (its gains are NaN)", summ, model)
                 continue
             keys = {"model": model, "family": _family(cfg, model), "reward": BASE, "variant": BASE, "seed": 0}
-            ev = read_eval_summary(summ)
+            ev = samples.read_eval_summary(summ)
             emit(ev, keys)
             evals.append(ev.assign(**keys))
         for run, ev, tr in _runs_found(cfg, res):
@@ -361,12 +219,6 @@ def summary_stats(evals: pd.DataFrame, trains: pd.DataFrame, ci: pd.DataFrame | 
     return out.sort_values(STAT_KEYS, kind="stable", ignore_index=True)[STAT_COLUMNS]
 
 
-def _accuracy(table: pd.DataFrame, ids: pd.Index) -> np.ndarray:
-    """Per-problem accuracy (mean over its samples) in the order of ``ids``; NaN where a problem is missing."""
-    t = table.reindex(ids)
-    return (t["correct"] / t["samples"]).to_numpy(dtype=float)
-
-
 # per benchmark: (checkpoint steps, accuracy[steps, base problems], final-step transitions)
 RunSamples = dict[str, tuple[list[int], np.ndarray, pd.DataFrame]]
 
@@ -378,12 +230,12 @@ def _read_run(job: tuple[str, dict[str, pd.DataFrame]]) -> RunSamples:
     stacks arrays; only these arrays and four-row transition tables travel back.
     """
     sample_dir, base = job
-    tabs = read_sample_dir(sample_dir, base)
+    tabs = samples.read_sample_dir(sample_dir, base)
     out: RunSamples = {}
     for bench, btab in base.items():
         steps = sorted(s for (s, b) in tabs if b == bench)
         if steps:
-            acc = np.stack([_accuracy(tabs[(s, bench)], btab.index) for s in steps])
+            acc = np.stack([samples.accuracy(tabs[(s, bench)], btab.index) for s in steps])
             out[bench] = (steps, acc, classify.transitions_between(btab, tabs[(steps[-1], bench)]))
     return out
 
@@ -471,11 +323,11 @@ def _start_sample_pass(cfg: dict, res: Path, n_boot: int, seed: int, alpha: floa
     base: dict[str, dict[str, pd.DataFrame]] = {}
     ci_rows: list[dict] = []
     for model in cfg["models"]:
-        tabs = read_sample_dir(res / "eval" / model / BASE / "samples", benches)
+        tabs = samples.read_sample_dir(paths_mod.under(res, paths_mod.EVAL_BASE_SAMPLES, model=model), benches)
         base[model] = {b: tabs[(0, b)] for b in benches if (0, b) in tabs}
         if not base[model]:
             log.warning("no base samples for %s: no CIs or transitions for it", model)
-    base_acc = {m: {b: _accuracy(t, t.index) for b, t in tabs.items()} for m, tabs in base.items()}
+    base_acc = {m: {b: samples.accuracy(t, t.index) for b, t in tabs.items()} for m, tabs in base.items()}
     for model, accs in base_acc.items():
         keys = {"model": model, "family": _family(cfg, model), "reward": BASE, "variant": BASE}
         ci_rows += [r for r in _cell_ci(keys, accs, {}, n_boot, seed, alpha) if r["metric"] == "accuracy"]
@@ -486,7 +338,7 @@ def _start_sample_pass(cfg: dict, res: Path, n_boot: int, seed: int, alpha: floa
     jobs = []
     for (model, reward, variant), group in groupby(runs, key=cell_of):
         keys = {"model": model, "family": _family(cfg, model), "reward": reward, "variant": variant}
-        members = [(r.seed, str(r.path), str(res / "eval" / r.path / "samples")) for r in group]
+        members = [(r.seed, str(r.path), str(paths_mod.under(res, paths_mod.EVAL_RUN_SAMPLES, **r.wildcards))) for r in group]
         jobs.append((keys, members, base[model], base_acc[model], n_boot, seed, alpha,
                      (best.get(model, {}), *audit_ctx)))
     use_pool = pool is not None and len(jobs) > 1
@@ -509,50 +361,7 @@ def _start_sample_pass(cfg: dict, res: Path, n_boot: int, seed: int, alpha: floa
     return finish
 
 
-def sample_pass(
-    cfg: dict, res: Path, n_boot: int, seed: int, alpha: float, workers: int
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Read every sample file once; return (bootstrap CIs, per-run transitions at the final step,
-    verdict rows, baseline rows).
-
-    Each (model, reward, variant) cell (its seeds' sample folders, then its
-    bootstrap) is one job for ``workers`` processes, collected in grid order, so
-    memory holds a few cells' arrays at a time (plus the pool's read-ahead).
-    """
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
-    try:
-        return _start_sample_pass(cfg, res, n_boot, seed, alpha, pool)()
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
-
-
 # ----------------------------------------------------------------------------- figures
-
-
-def _figure(n_panels: int, ncols: int, panel: tuple[float, float]) -> tuple:
-    """A Figure (no pyplot: no global state, safe in worker processes) and its flat list of axes."""
-    from matplotlib.figure import Figure
-
-    ncols = max(1, min(ncols, n_panels))
-    nrows = max(1, math.ceil(n_panels / ncols))
-    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows + 1.2), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
-    for ax in axes[n_panels:]:
-        ax.set_visible(False)
-    return fig, axes[:n_panels]
-
-
-def _save(fig, path: Path) -> None:  # noqa: ANN001
-    with io.atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-
-
-def _colors(names: list[str]) -> dict[str, tuple]:
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
-    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
 
 
 class StatIndex:
@@ -590,38 +399,27 @@ class StatIndex:
         return int(s["step"].iloc[-1]) if len(s) and s["step"].iloc[-1] > 0 else None
 
 
-def _band(ax, s: pd.DataFrame, color: tuple, scale: float = 100.0) -> None:  # noqa: ANN001
-    """CI band where there is one, else mean ± sd over seeds."""
-    lo = s["ci_low"].where(s["ci_low"].notna(), s["mean"] - s["sd"].fillna(0))
-    hi = s["ci_high"].where(s["ci_high"].notna(), s["mean"] + s["sd"].fillna(0))
-    ax.fill_between(s["step"], lo * scale, hi * scale, color=color, alpha=0.12, linewidth=0)
-
-
-def _empty(ax, text: str) -> None:  # noqa: ANN001
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
-
-
 def plot_vs_step(ix: StatIndex, cfg: dict, metric: str, benchmark: str, path: Path, *,
                  title: str, ylabel: str, band_note: str) -> None:
     """The paper's Fig. 1 layout: one panel per model, one line per reward (main variant), base at step 0."""
     models, rewards = list(cfg["models"]), list(cfg["rewards"])
-    colors = _colors(rewards)
-    fig, axes = _figure(len(models), 4, (4.2, 3.3))
+    colors = figures.colors(rewards)
+    fig, axes = figures.figure(len(models), 4, (4.2, 3.3))
     for ax, model in zip(axes, models, strict=True):
         drawn = False
         for reward in rewards:
-            v = main_variant(cfg["rewards"][reward])
+            v = cfgmod.main_variant(cfg["rewards"][reward])
             s = ix.series(model, reward, v, benchmark, metric)
             if s.empty:
                 continue
-            _band(ax, s, colors[reward])
+            figures.band(ax, s, colors[reward])
             ax.plot(s["step"], s["mean"] * 100, marker="o", ms=3, color=colors[reward], label=reward)
             drawn = True
         base = ix.base(model, benchmark, metric)
         if base is not None:
             ax.axhline(base["mean"] * 100, color="0.3", ls="--", lw=1, label="base model")
         if not drawn:
-            _empty(ax, "no runs evaluated yet")
+            figures.empty(ax, "no runs evaluated yet")
         ax.set_title(f"{model}\n(family: {_family(cfg, model)})", fontsize=10)
         ax.set_xlabel("training step (rollout batches)")
         ax.set_ylabel(ylabel)
@@ -633,7 +431,7 @@ def plot_vs_step(ix: StatIndex, cfg: dict, metric: str, benchmark: str, path: Pa
         fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                    ncol=min(len(handles), 7), title="reward")
     fig.suptitle(f"{title}\n{band_note}", fontsize=11)
-    _save(fig, path)
+    figures.save(fig, path)
 
 
 def plot_clip_ablation(ix: StatIndex, cfg: dict, benchmark: str, path: Path) -> None:
@@ -646,8 +444,8 @@ def plot_clip_ablation(ix: StatIndex, cfg: dict, benchmark: str, path: Path) -> 
         ("p_code", TRAIN, "p_code: P(code opener) on probe prompts (%)"),
     ]
     lines = [(r, v) for r in ablation for v in cfg["rewards"][r]["variants"]]
-    colors = _colors([f"{r}/{v}" for r, v in lines])
-    fig, axes = _figure(len(models) * len(panels), len(panels), (4.4, 3.0))
+    colors = figures.colors([f"{r}/{v}" for r, v in lines])
+    fig, axes = figures.figure(len(models) * len(panels), len(panels), (4.4, 3.0))
     for i, model in enumerate(models):
         for j, (metric, bench, ylabel) in enumerate(panels):
             ax = axes[i * len(panels) + j]
@@ -657,12 +455,12 @@ def plot_clip_ablation(ix: StatIndex, cfg: dict, benchmark: str, path: Path) -> 
                 if s.empty:
                     continue
                 c = colors[f"{r}/{v}"]
-                _band(ax, s, c)
+                figures.band(ax, s, c)
                 ax.plot(s["step"], s["mean"] * 100, color=c, label=f"{r} / {v}", marker="o" if bench != TRAIN else None,
                         ms=3)
                 drawn = True
             if not drawn:
-                _empty(ax, "no clipping ablation in this config" if not ablation else "no data")
+                figures.empty(ax, "no clipping ablation in this config" if not ablation else "no data")
             ax.set_title(f"{model} ({_family(cfg, model)})", fontsize=10)
             ax.set_xlabel("training step (rollout batches)")
             ax.set_ylabel(ylabel, fontsize=9)
@@ -677,19 +475,19 @@ def plot_clip_ablation(ix: StatIndex, cfg: dict, benchmark: str, path: Path) -> 
                    title="reward / variant (clip: eps 0.2; no_clip: eps never binds; one_update: ratio = 1)")
     fig.suptitle("Clipping ablation: does the reward help because clipping biases toward the prior?\n"
                  "mean over seeds; band = 95% bootstrap CI (accuracy) or ± 1 sd over seeds", fontsize=11)
-    _save(fig, path)
+    figures.save(fig, path)
 
 
 def plot_transitions(trans: pd.DataFrame, cfg: dict, benchmark: str, path: Path) -> None:
     """Per model: the four transition groups' sizes and their share of the gain, per reward (mean over seeds)."""
     models = list(cfg["models"])
     rewards = list(cfg["rewards"])
-    fig, axes = _figure(2 * len(models), 2, (0.55 * len(rewards) + 3.5, 3.0))
+    fig, axes = figures.figure(2 * len(models), 2, (0.55 * len(rewards) + 3.5, 3.0))
     for i, model in enumerate(models):
         ax_n, ax_d = axes[2 * i], axes[2 * i + 1]
         sub = trans[(trans["model"] == model) & (trans["benchmark"] == benchmark)] if len(trans) else trans
         present = [r for r in rewards if len(sub) and
-                   ((sub["reward"] == r) & (sub["variant"] == main_variant(cfg["rewards"][r]))).any()]
+                   ((sub["reward"] == r) & (sub["variant"] == cfgmod.main_variant(cfg["rewards"][r]))).any()]
         x = np.arange(len(present))
         bottom = np.zeros(len(present))
         width = 0.8 / len(classify.GROUPS)
@@ -697,7 +495,7 @@ def plot_transitions(trans: pd.DataFrame, cfg: dict, benchmark: str, path: Path)
         for k, g in enumerate(classify.GROUPS):
             vals = []
             for r in present:
-                row = sub[(sub["reward"] == r) & (sub["variant"] == main_variant(cfg["rewards"][r]))
+                row = sub[(sub["reward"] == r) & (sub["variant"] == cfgmod.main_variant(cfg["rewards"][r]))
                           & (sub["group"] == g)]
                 vals.append((row["share"].iloc[0] * 100, row["delta_pp"].iloc[0]) if len(row) else (0.0, 0.0))
             share = np.array([v[0] for v in vals])
@@ -709,8 +507,8 @@ def plot_transitions(trans: pd.DataFrame, cfg: dict, benchmark: str, path: Path)
         if len(present):
             ax_d.scatter(x, total, marker="D", color="black", zorder=3, s=18, label="total gain")
         else:
-            _empty(ax_n, "no runs evaluated yet")
-            _empty(ax_d, "no runs evaluated yet")
+            figures.empty(ax_n, "no runs evaluated yet")
+            figures.empty(ax_d, "no runs evaluated yet")
         ax_d.axhline(0, color="0.3", lw=0.8)
         for ax in (ax_n, ax_d):
             ax.set_xticks(x, present, rotation=30, ha="right", fontsize=8)
@@ -726,48 +524,10 @@ def plot_transitions(trans: pd.DataFrame, cfg: dict, benchmark: str, path: Path)
     fig.suptitle(f"Code/Lang transitions on {benchmark}, first sample, base → final step (mean over seeds)\n"
                  "right: each group's Σ(correct_t − correct_0) / N; the bars sum to the total gain (◆)",
                  fontsize=11)
-    _save(fig, path)
+    figures.save(fig, path)
 
 
 # ----------------------------------------------------------------------------- summary.md and DVC files
-
-
-def _pct(x: float, signed: bool = False) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{x * 100:+.1f}" if signed else f"{x * 100:.1f}"
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _gain_cell(row: pd.Series | None) -> str:
-    if row is None:
-        return "–"
-    ci = "" if math.isnan(row["ci_low"]) else f" [{_pct(row['ci_low'], True)}, {_pct(row['ci_high'], True)}]"
-    return _pct(row["mean"], True) + ci
-
-
-def _git_commit() -> str:
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=20, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=20).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unavailable (not a git checkout)"
-    return head + (" (with uncommitted changes)" if dirty else "")
-
-
-def _version(pkg: str) -> str:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _paper_cell(paper: pd.DataFrame | None, model: str, reward: str, benchmark: str) -> tuple[str, str]:
@@ -786,6 +546,7 @@ def write_summary(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str
                   n_boot: int, seed: int, alpha: float, paper: pd.DataFrame | None, found: dict[str, int],
                   audit_md: list[str] = ()) -> None:
     """results/summary.md: the gains table with CIs, context tables, figures and provenance."""
+    prov = provenance.record(cfgmod.config_hash(cfg), None)
     benches = list(cfg["benchmarks"])
     main = benches[0]
     level = f"{100 * (1 - alpha):g}%"
@@ -813,7 +574,7 @@ def write_summary(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str
     rows = []
     for model in cfg["models"]:
         for reward, rspec in cfg["rewards"].items():
-            v = main_variant(rspec)
+            v = cfgmod.main_variant(rspec)
             step = ix.final_step(model, reward, v, main)
             if step is None:
                 continue
@@ -824,18 +585,18 @@ def write_summary(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str
             code1 = ix.at(model, reward, v, main, "code_frequency", step)
             sd = "" if acc is None or math.isnan(acc["sd"]) else f" ± {acc['sd'] * 100:.1f}"
             row = [model, _family(cfg, model), reward if v == "clip" else f"{reward} ({v})",
-                   _pct(base["mean"]) if base is not None else "–",
-                   (_pct(acc["mean"]) + sd) if acc is not None else "–",
-                   _gain_cell(gain),
-                   f"{_pct(code0['mean']) if code0 is not None else '–'} → "
-                   f"{_pct(code1['mean']) if code1 is not None else '–'}",
+                   markdown.pct(base["mean"]) if base is not None else "–",
+                   (markdown.pct(acc["mean"]) + sd) if acc is not None else "–",
+                   markdown.gain_cell(gain),
+                   f"{markdown.pct(code0['mean']) if code0 is not None else '–'} → "
+                   f"{markdown.pct(code1['mean']) if code1 is not None else '–'}",
                    str(int(acc["n_seeds"])) if acc is not None else "0"]
             if paper is not None:
                 row += list(_paper_cell(paper, model, reward, main))
             rows.append(row)
-    md += [_md_table(header, rows) if rows else "_No evaluated runs yet._", ""]
+    md += [markdown.table(header, rows) if rows else "_No evaluated runs yet._", ""]
     if paper is not None:
-        md += ["Paper numbers come from `workflow/resources/paper_numbers.csv`, each labelled with its source "
+        md += ["Paper numbers come from `workflow/spurious_rewards/resources/paper_numbers.csv`, each labelled with its source "
                "([v0] Fig. 1 at step 150; [v1] abstract at step 300). They are the paper's in-training curves "
                "smoothed over 10 steps, not our offline evaluation.", ""]
 
@@ -848,10 +609,10 @@ def write_summary(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str
                     cells = []
                     for b in benches:
                         step = ix.final_step(model, reward, v, b)
-                        cells.append(_gain_cell(ix.at(model, reward, v, b, "gain", step)) if step else "–")
+                        cells.append(markdown.gain_cell(ix.at(model, reward, v, b, "gain", step)) if step else "–")
                     if any(c != "–" for c in cells):
                         rows.append([model, reward, v, *cells])
-        md += [_md_table(["Model", "Reward", "Variant", *benches], rows) if rows else "_No evaluated runs yet._", ""]
+        md += [markdown.table(["Model", "Reward", "Variant", *benches], rows) if rows else "_No evaluated runs yet._", ""]
 
     ablation = [r for r, spec in cfg["rewards"].items() if len(spec["variants"]) > 1]
     if ablation:
@@ -868,10 +629,10 @@ def write_summary(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str
                     code1 = ix.at(model, reward, v, main, "code_frequency", step)
                     p = ix.series(model, reward, v, TRAIN, "p_code")
                     rows.append([model, reward, v,
-                                 _gain_cell(ix.at(model, reward, v, main, "gain", step)),
-                                 _pct(code1["mean"]) if code1 is not None else "–",
-                                 f"{_pct(p['mean'].iloc[0])} → {_pct(p['mean'].iloc[-1])}" if len(p) else "–"])
-        md += [_md_table(["Model", "Reward", "Variant", f"Gain [{level} CI]", "Code freq. after",
+                                 markdown.gain_cell(ix.at(model, reward, v, main, "gain", step)),
+                                 markdown.pct(code1["mean"]) if code1 is not None else "–",
+                                 f"{markdown.pct(p['mean'].iloc[0])} → {markdown.pct(p['mean'].iloc[-1])}" if len(p) else "–"])
+        md += [markdown.table(["Model", "Reward", "Variant", f"Gain [{level} CI]", "Code freq. after",
                           "p_code start → end"], rows) if rows else "_No ablation runs evaluated yet._", ""]
 
     md += [f"## Code reasoning of the base models on `{main}` (the paper's Table 1)", ""]
@@ -879,8 +640,8 @@ def write_summary(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str
     for model in cfg["models"]:
         vals = [ix.base(model, main, m) for m in ("code_frequency", "accuracy_code", "accuracy_language", "accuracy")]
         if vals[-1] is not None:
-            rows.append([model, _family(cfg, model), *[_pct(v["mean"]) if v is not None else "–" for v in vals]])
-    md += [_md_table(["Model", "Family", "Code freq.", "Acc. with code", "Acc. language only", "Acc."], rows)
+            rows.append([model, _family(cfg, model), *[markdown.pct(v["mean"]) if v is not None else "–" for v in vals]])
+    md += [markdown.table(["Model", "Family", "Code freq.", "Acc. with code", "Acc. language only", "Acc."], rows)
            if rows else "_No base evaluations yet._", ""]
 
     md += [f"## Where the gain comes from: Code/Lang transitions on `{main}`", "",
@@ -891,7 +652,7 @@ def write_summary(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str
     tm = trans[(trans["scope"] == "mean") & (trans["benchmark"] == main)] if len(trans) else trans
     for model in cfg["models"]:
         for reward, rspec in cfg["rewards"].items():
-            sub = tm[(tm["model"] == model) & (tm["reward"] == reward) & (tm["variant"] == main_variant(rspec))] \
+            sub = tm[(tm["model"] == model) & (tm["reward"] == reward) & (tm["variant"] == cfgmod.main_variant(rspec))] \
                 if len(tm) else tm
             if sub.empty:
                 continue
@@ -901,7 +662,7 @@ def write_summary(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str
                 c = "–" if pd.isna(r["contribution"]) else f"{round(r['contribution'] * 100) + 0}%"
                 cells.append(f"{r['n']:.0f} · {r['delta_pp']:+.1f} pp · C={c}")
             rows.append([model, reward, *cells, f"{sub['delta_pp'].sum():+.1f}"])
-    md += [_md_table(["Model", "Reward", *classify.GROUPS, "Total (pp)"], rows) if rows
+    md += [markdown.table(["Model", "Reward", *classify.GROUPS, "Total (pp)"], rows) if rows
            else "_No transitions yet (no sample files)._", ""]
 
     md += list(audit_md)
@@ -919,9 +680,10 @@ def write_summary(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str
     md += ["## Provenance", "",
            f"- config hash: `{cfgmod.config_hash(cfg)}` (study `{cfg.get('study', 'organism')}`, "
            f"backend `{cfg.get('backend', '?')}`)",
-           f"- git commit: `{_git_commit()}`",
-           "- packages: " + ", ".join(f"{p} {_version(p)}" for p in PROVENANCE_PACKAGES)
-           + f", python {sys.version.split()[0]}",
+           f"- git commit: `{prov['git_commit'] or 'unavailable (not a git checkout)'}`"
+           + (" (with uncommitted changes)" if prov["git_dirty"] else ""),
+           "- packages: " + ", ".join(f"{p} {v}" for p, v in prov["packages"].items() if v)
+           + f", python {prov['python']}",
            f"- training seeds: {', '.join(map(str, cfg['seeds']))}; bootstrap: {n_boot} draws, seed {seed}, "
            f"alpha {alpha}",
            f"- inputs found: {found['base']}/{len(cfg['models'])} base evaluations, "
@@ -948,7 +710,7 @@ def write_dvc_files(ix: StatIndex, cfg: dict, paths: dict[str, Path]) -> None:
                 gain = ix.at(model, reward, v, main, "gain", step)
                 if gain is not None and not math.isnan(gain["mean"]):
                     metrics[f"{model}/{reward}/{v}/gain"] = round(float(gain["mean"]), 4)
-                label = reward if v == main_variant(rspec) else f"{reward}/{v}"
+                label = reward if v == cfgmod.main_variant(rspec) else f"{reward}/{v}"
                 s = ix.series(model, reward, v, main, "accuracy")
                 plot_rows += [{"step": int(a), "model": model, "reward": label, "accuracy": round(float(b), 6)}
                               for a, b in zip(s["step"], s["mean"], strict=True)]
@@ -967,7 +729,7 @@ def aggregate(
     *,
     results_dir: str | os.PathLike[str] | None = None,
     n_boot: int = 2000,
-    alpha: float = 0.05,
+    alpha: float | None = None,
     seed: int | None = None,
     workers: int = 1,
     paper_numbers: str | os.PathLike[str] | None = PAPER_NUMBERS,
@@ -976,12 +738,15 @@ def aggregate(
 
     ``results_dir`` is where eval/ and train/ are (default ``out_dir``); ``seed``
     seeds the bootstrap (default: the config's evaluation seed); ``workers``
-    processes read sample files in parallel. The paper's numbers are added to the
-    summary only for ``study: paper``.
+    processes read sample files in parallel; ``alpha`` sets every interval and the
+    verdict (default: the config's ``audit.verdict.alpha``). The paper's numbers are added
+    to the summary only for ``study: paper``.
     """
+    if alpha is None:
+        alpha = float(config.get("audit", {}).get("verdict", {}).get("alpha", 0.05))
     out = Path(out_dir)
     res = Path(results_dir) if results_dir is not None else out
-    paths = output_paths(out)
+    paths = paths_mod.aggregate_outputs(out)
     seed = int(config.get("evaluation", {}).get("seed", 0) if seed is None else seed)
     main = next(iter(config["benchmarks"]))
 
@@ -1003,7 +768,8 @@ def aggregate(
     with io.atomic_output(paths["transitions"]) as tmp:
         trans.to_csv(tmp, index=False, lineterminator="\n")
 
-    note = "mean over seeds; band = 95% bootstrap CI over seeds and problems; dashed = base model"
+    note = (f"mean over seeds; band = {100 * (1 - alpha):g}% bootstrap CI over seeds and problems; "
+            "dashed = base model")
     ix = StatIndex(st)
     plot_vs_step(ix, config, "accuracy", main, paths["fig_accuracy"],
                  title=f"Accuracy on {main} during RLVR, by reward", ylabel=f"{main} accuracy (%)", band_note=note)

@@ -26,7 +26,8 @@ import re
 import time
 from pathlib import Path
 
-from . import data, generation, grading, io, provenance, stats
+from .. import data, generation, io, provenance, stats
+from .. import scoring as grading
 
 log = logging.getLogger(__name__)
 

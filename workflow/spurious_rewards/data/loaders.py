@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..io import DataError, iter_jsonl_numbered, write_jsonl
 from . import synthetic
-from .io import DataError, iter_jsonl_numbered, write_jsonl
 
 __all__ = [
     "ONE_SHOT_ANSWER",
@@ -118,7 +118,7 @@ def prepare_to_file(spec: Mapping[str, Any], out_path: str | os.PathLike[str], *
     """
     sidecar = None
     if with_provenance:
-        from . import provenance
+        from .. import provenance
 
         sidecar = provenance.record(dict(spec), spec.get("seed"))
     return write_jsonl(prepare(spec), out_path, sidecar=sidecar)

@@ -16,7 +16,9 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from . import classify, data, generation, grading, io, provenance, templates
+from .. import data, generation, io, provenance, templates
+from .. import scoring as grading
+from ..scoring.style import is_code
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ def label_majority(
             "id": rec["id"],
             "preds": preds[i],
             "corrects": graded[i * n : (i + 1) * n],
-            "has_code": [classify.is_code(r) for r in outputs[i]],
+            "has_code": [is_code(r) for r in outputs[i]],
             "majority": label,
             "majority_correct": maj_correct[i],
         })

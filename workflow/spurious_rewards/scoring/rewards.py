@@ -5,7 +5,7 @@ responses through this module, so a reward means the same thing everywhere. A ba
 ``(response, label, ctx) -> float`` returning exactly 0.0 or 1.0; :func:`parse_reward` turns
 a spec such as ``"format AND NOT python"`` into a :class:`Reward` that never raises.
 
-Deviations from the authors' code (paper-setup.md §7) are deliberate and documented where
+Deviations from the authors' code (docs/paper-setup.md, quirks) are deliberate and documented where
 they happen: the random reward is a hash of (seed, prompt id, sample index) rather than an
 unseeded global RNG, r1 answers are cut at the literal ``</answer>`` tag, grading is
 math-verify, and the repetition detector is linear-time but gives identical verdicts.
@@ -22,7 +22,10 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .grading import _brace_content, extract_answer, grade, grade_many, r1_answer_span
+from .equivalence import grade, grade_many
+from .extract import brace_content as _brace_content
+from .extract import extract_answer, r1_answer_span
+from .style import detect_repetition, is_code
 
 __all__ = [
     "REWARD_NAMES",
@@ -136,7 +139,7 @@ def format_reward(response: str, label: str | None = None, ctx: RewardContext = 
 
 def python_reward(response: str, label: str | None = None, ctx: RewardContext = _DEFAULT_CTX) -> float:
     """1 if the response mentions "python" in any case (the paper's ``contain_python_wo_backticks``)."""
-    return 1.0 if "python" in _text(response).lower() else 0.0
+    return 1.0 if is_code(_text(response)) else 0.0
 
 
 def no_python(response: str, label: str | None = None, ctx: RewardContext = _DEFAULT_CTX) -> float:
@@ -167,52 +170,6 @@ def _uniform(ctx: RewardContext) -> float:
     key = json.dumps([int(ctx.seed), str(ctx.prompt_id), int(ctx.sample_index)], ensure_ascii=True)
     digest = hashlib.blake2b(key.encode("ascii"), digest_size=8, person=b"spurious-random").digest()
     return int.from_bytes(digest, "big") / 2.0**64
-
-
-def detect_repetition(
-    text: str, min_rep_length: int = 10, max_rep_length: int = 256, min_repeats: int = 10
-) -> bool:
-    """True if some ``min_rep_length``..``max_rep_length`` character pattern occurs
-    ``min_repeats`` times back to back (the authors' ``repetition_detection.py``).
-
-    Same verdicts as their quadratic scan, in O(max_rep_length * n) vectorised work:
-    ``min_repeats`` copies of a length-L pattern starting at s <=> ``text[i] == text[i+L]``
-    for every i in [s, s + (min_repeats-1)*L). Each such run contains at least
-    ``min_repeats - 2`` whole aligned blocks of L matches, so only runs of whole blocks are
-    measured exactly.
-    """
-    if min_repeats < 3 or min_rep_length < 1:
-        raise ValueError("detect_repetition needs min_repeats >= 3 and min_rep_length >= 1")
-    text = _text(text)
-    n = len(text)
-    if n < min_rep_length * min_repeats:
-        return False
-    import numpy as np  # lazily: keeps `import spurious_rewards.rewards` cheap
-
-    a = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    need_blocks = min_repeats - 2
-    for L in range(min_rep_length, min(max_rep_length, n // min_repeats) + 1):
-        need = (min_repeats - 1) * L
-        eq = a[:-L] == a[L:]
-        m = len(eq) // L
-        if m < need_blocks:
-            continue
-        full = eq[: m * L].reshape(m, L).all(axis=1)
-        if int(full.sum()) < need_blocks:
-            continue
-        edges = np.diff(np.concatenate(([0], full.view(np.int8), [0])))
-        for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
-            k = int(end - start)
-            if k < need_blocks:
-                continue
-            lo, hi = int(start) * L, int(end) * L
-            left = eq[max(0, lo - L) : lo][::-1]
-            right = eq[hi : hi + L]
-            left_run = len(left) if left.all() else int(np.argmin(left))
-            right_run = len(right) if right.all() else int(np.argmin(right))
-            if left_run + k * L + right_run >= need:
-                return True
-    return False
 
 
 def no_repetition(response: str, label: str | None = None, ctx: RewardContext = _DEFAULT_CTX) -> float:

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import aggregate, io, stats
-from . import config as cfgmod
+from .. import config as cfgmod
+from .. import io, paths, stats
+from . import figures, samples
+from . import markdown as md
 
-# `aggregate` imports this module too: its names are used only at call time, so the cycle is safe.
 log = logging.getLogger(__name__)
 
 VERDICT_COLUMNS = [
@@ -43,19 +44,6 @@ CONTAMINATION_COLUMNS = ["model", "dataset", "clean", "problems", "metric", "mea
 PROBE_COLUMNS = ["model", "dominant_style", "variant", "metric", "mean", "ci_low", "ci_high", "draws"]
 
 PAPER = "paper"  # the best-baseline candidate that is the paper-style base evaluation itself
-
-
-def output_paths(out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    out = Path(out_dir)
-    return {
-        "verdict": out / "aggregate" / "verdict.csv",
-        "baselines": out / "aggregate" / "baselines.csv",
-        "contamination": out / "aggregate" / "contamination.csv",
-        "clip_probe": out / "aggregate" / "clip_probe.csv",
-        "fig_contamination": out / "figures" / "audit_contamination.png",
-        "fig_baselines": out / "figures" / "audit_baselines.png",
-        "fig_clip_probe": out / "figures" / "audit_clip_probe.png",
-    }
 
 
 def is_clean_dataset(cfg: dict, dataset: str) -> bool:
@@ -81,12 +69,12 @@ def read_baselines(cfg: dict, res: Path, base_tables: dict[str, dict[str, pd.Dat
     rows: list[dict] = []
     best: dict[str, dict[str, tuple[str, np.ndarray]]] = {}
     for model in cfg["models"]:
-        summary_path = res / "audit" / "baselines" / model / "summary.json"
+        summary_path = paths.under(res, paths.BASELINES_SUMMARY, model=model)
         doc = io.read_json(summary_path) if summary_path.exists() else {"results": []}
         paper_template = cfg["models"][model]["template"]
         tables = base_tables.get(model, {})
         for bench, btab in tables.items():
-            base_acc = aggregate._accuracy(btab, btab.index)
+            base_acc = samples.accuracy(btab, btab.index)
             candidates = {PAPER: base_acc}
             for r in doc["results"]:
                 if r["benchmark"] != bench:
@@ -96,10 +84,10 @@ def read_baselines(cfg: dict, res: Path, base_tables: dict[str, dict[str, pd.Dat
                     rows.append({"model": model, "benchmark": bench, "template": t, "available": False,
                                  "paper_template": t == paper_template})
                     continue
-                tabs = aggregate.read_sample_dir(res / "audit" / "baselines" / model / "samples" / t, [bench])
+                tabs = samples.read_sample_dir(paths.under(res, paths.BASELINES_SAMPLES, model=model) / t, [bench])
                 if (0, bench) not in tabs:
                     continue
-                candidates[t] = aggregate._accuracy(tabs[(0, bench)], btab.index)
+                candidates[t] = samples.accuracy(tabs[(0, bench)], btab.index)
                 ci = stats.mean_ci(candidates[t][~np.isnan(candidates[t])], n_boot, seed, alpha)
                 rows.append({"model": model, "benchmark": bench, "template": t, "available": True,
                              "accuracy": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,
@@ -187,7 +175,7 @@ def verdict_row(keys: dict, seeds: dict, base_acc: dict[str, np.ndarray],
 def read_contamination(cfg: dict, res: Path) -> pd.DataFrame:
     rows = []
     for model in cfg["models"]:
-        p = res / "audit" / "contamination" / model / "summary.json"
+        p = paths.under(res, paths.CONTAMINATION_SUMMARY, model=model)
         if not p.exists():
             continue
         for r in io.read_json(p)["results"]:
@@ -202,7 +190,7 @@ def read_contamination(cfg: dict, res: Path) -> pd.DataFrame:
 def read_clip_probe(cfg: dict, res: Path) -> pd.DataFrame:
     rows = []
     for model in cfgmod.probe_models(cfg):
-        p = res / "audit" / "clip_probe" / f"{model}.json"
+        p = paths.under(res, paths.CLIP_PROBE, model=model)
         if not p.exists():
             continue
         doc = io.read_json(p)
@@ -215,7 +203,7 @@ def read_clip_probe(cfg: dict, res: Path) -> pd.DataFrame:
 
 def _panels(n: int, title: str, ncols: int = 3, panel: tuple[float, float] = (4.6, 3.4)) -> tuple:
     """aggregate's Figure with ``n`` panels (at least one, for the "no results" note) and a title."""
-    fig, axes = aggregate._figure(max(n, 1), ncols, panel)
+    fig, axes = figures.figure(max(n, 1), ncols, panel)
     fig.suptitle(title, fontsize=10)
     return fig, axes
 
@@ -257,7 +245,7 @@ def plot_contamination(df: pd.DataFrame, cfg: dict, path: Path) -> None:
         axes[0].set_axis_off()
     else:
         axes[0].legend(fontsize=7, loc="upper right")
-    aggregate._save(fig, path)
+    figures.save(fig, path)
 
 
 def plot_baselines(df: pd.DataFrame, cfg: dict, path: Path) -> None:
@@ -278,7 +266,7 @@ def plot_baselines(df: pd.DataFrame, cfg: dict, path: Path) -> None:
     if not cells:
         axes[0].text(0.5, 0.5, "no baseline results", ha="center", va="center")
         axes[0].set_axis_off()
-    aggregate._save(fig, path)
+    figures.save(fig, path)
 
 
 def plot_clip_probe(df: pd.DataFrame, cfg: dict, path: Path) -> None:
@@ -306,14 +294,14 @@ def plot_clip_probe(df: pd.DataFrame, cfg: dict, path: Path) -> None:
         axes[0].text(0.5, 0.5, "no clip-probe results", ha="center", va="center")
         for ax in axes:
             ax.set_axis_off()
-    aggregate._save(fig, path)
+    figures.save(fig, path)
 
 
 # ----------------------------------------------------------------------------- summary.md section
 
 
 def _pp(x, signed: bool = True) -> str:  # noqa: ANN001
-    return aggregate._pct(None if x is None or pd.isna(x) else float(x), signed)
+    return md.pct(None if x is None or pd.isna(x) else float(x), signed)
 
 
 def _gain(row: pd.Series, key: str) -> str:
@@ -331,7 +319,7 @@ def _ci_cell(by: pd.DataFrame, metric: str, signed: bool = True) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return aggregate._md_table(header, rows).splitlines()
+    return md.table(header, rows).splitlines()
 
 
 def markdown(cfg: dict, verdicts: pd.DataFrame, baselines: pd.DataFrame, contamination: pd.DataFrame,
@@ -350,7 +338,7 @@ def markdown(cfg: dict, verdicts: pd.DataFrame, baselines: pd.DataFrame, contami
     rows = []
     for model in cfg["models"]:
         for reward, rspec in cfg["rewards"].items():
-            v = aggregate.main_variant(rspec)
+            v = cfgmod.main_variant(rspec)
             sub = verdicts[(verdicts["model"] == model) & (verdicts["reward"] == reward) & (verdicts["variant"] == v)]
             if sub.empty:
                 continue
