@@ -1,4 +1,4 @@
-"""spurious_rewards.aggregate on a tiny synthetic results tree written in the pipeline's own formats.
+"""spurious_rewards.analysis.aggregate on a tiny synthetic results tree written in the pipeline's own formats.
 
 The tree: 2 models x 2 rewards (ground_truth, random with the clip/no_clip ablation) x 2 seeds,
 checkpoints at steps 10 and 20, benchmarks `arith` (1 sample) and `arith_avg4` (4 samples).
@@ -18,7 +18,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from spurious_rewards import aggregate, classify, clip_probe, evaluate, io, provenance, stats
+from spurious_rewards import io, provenance, stats
+from spurious_rewards import paths as layout
+from spurious_rewards.analysis import aggregate, classify
+from spurious_rewards.audit import clip_probe
+from spurious_rewards.evaluation import evaluate
 from spurious_rewards import config as cfgmod
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +143,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, dict[st
 
 def test_all_outputs_are_written(study) -> None:
     _, root, paths = study
-    assert set(paths) == set(aggregate.output_paths(root))
+    assert set(paths) == set(layout.aggregate_outputs(root))
     for p in paths.values():
         assert p.is_file() and p.stat().st_size > 0, p
     # atomic writes leave no temporaries behind

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spurious_rewards import clip_probe, contamination, evaluate, io, stats
+from spurious_rewards import io, stats
+from spurious_rewards.audit import clip_probe, contamination
+from spurious_rewards.evaluation import evaluate
 from spurious_rewards.stats import CI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +115,7 @@ def test_audit_scores_a_memorizing_model_100_and_a_clean_one_0(tmp_path, problem
 
 def test_audit_cli_on_the_toy_organism_is_the_control(tmp_path):
     """The organisms never saw a test problem: the real model regenerates none of them."""
-    from spurious_rewards import synthetic
+    from spurious_rewards.data import synthetic
 
     path = tmp_path / "clean.jsonl"
     io.write_jsonl([p.record("arith") for p in synthetic.generate(12, 5, split="test")], path)
@@ -159,7 +161,7 @@ def test_verdict_rule_on_synthetic_cis(paper, best, clean, label, why):
 
 
 def test_verdict_row_pairs_problems_and_pools_clean_levels():
-    from spurious_rewards import audit
+    from spurious_rewards.analysis import audit_tables as audit
 
     rng = np.random.default_rng(0)
     base = {"main": rng.random(50).round(), "l1": np.zeros(40), "l2": np.zeros(30)}
@@ -180,7 +182,7 @@ def test_verdict_row_pairs_problems_and_pools_clean_levels():
 
 
 def _bench_file(tmp_path: Path, n: int = 6, seed: int = 3) -> Path:
-    from spurious_rewards import synthetic
+    from spurious_rewards.data import synthetic
 
     path = tmp_path / f"bench{seed}.jsonl"
     io.write_jsonl([p.record("arith") for p in synthetic.generate(n, seed, split="test")], path)

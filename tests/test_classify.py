@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spurious_rewards import classify, io
+from spurious_rewards import io
+from spurious_rewards.analysis import classify
+from spurious_rewards.scoring import style
 
 # A crafted benchmark of 10 problems (paper-setup.md §5.2), hand-computed:
 #   groups   CC: p0 p1 | CL: p2 p3 | LC: p4 p5 p6 | LL: p7 p8 p9
@@ -22,9 +24,9 @@ CORRECT_T = [1, 1, 0, 1, 1, 1, 0, 1, 1, 0]
 
 
 def test_is_code_is_the_papers_substring_test() -> None:
-    assert classify.is_code("```Python\nprint(1)\n```")
-    assert classify.is_code("I will use PYTHON")
-    assert not classify.is_code("We add 2 and 3 to get 5.")
+    assert style.is_code("```Python\nprint(1)\n```")
+    assert style.is_code("I will use PYTHON")
+    assert not style.is_code("We add 2 and 3 to get 5.")
 
 
 def test_transitions_hand_computed() -> None:

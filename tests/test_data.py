@@ -20,7 +20,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 
-from spurious_rewards import synthetic  # noqa: E402
+from spurious_rewards.data import synthetic  # noqa: E402
 from spurious_rewards.data import (  # noqa: E402
     ONE_SHOT_ANSWER,
     ONE_SHOT_PROMPT,
@@ -289,8 +289,8 @@ def test_synthetic_generator_errors_are_data_errors() -> None:
     with pytest.raises(DataError, match="split must be") as exc:
         prepare({"name": "arith", "kind": "synthetic", "n": 5, "seed": 0, "split": "validation"})
     assert exc.value.file == "datasets.arith"
-    with pytest.raises(DataError, match="positive integer") as exc:
-        prepare({"name": "arith", "kind": "synthetic", "n": 0, "seed": 0})
+    with pytest.raises(DataError, match="less than the minimum of 1") as exc:
+        prepare({"name": "arith", "kind": "synthetic", "n": 0, "seed": 0, "split": "train"})
     assert exc.value.field == "n"
 
 
@@ -425,18 +425,19 @@ def test_invalid_json_in_a_source_file_is_a_data_error(tmp_path: Path) -> None:
     ("change", "field", "pattern"),
     [
         ({"limt": 3}, "limt", "unknown key"),
-        ({"kind": "magic"}, "kind", "unknown kind"),
-        ({"split": None}, "split", "required"),
-        ({"limit": 0}, "limit", "positive integer"),
-        ({"fields": {"prompt": "problem"}}, "fields", "'answer' must name a column"),
+        ({"kind": "magic"}, "kind", "'magic' is not allowed; allowed values: hub, synthetic, one_shot"),
+        ({"split": None}, "split", "None is not of type 'string'"),
+        ({"limit": 0}, "limit", "less than the minimum of 1"),
+        ({"fields": {"prompt": "problem"}}, "fields", "'answer' is a required property"),
         (
             {"fields": {"prompt": "problem", "answer": "answer", "label": "x"}},
             "fields",
-            "unknown target field",
+            "unknown key 'fields.label'; allowed keys under 'fields': answer, id, prompt",
         ),
-        ({"answer_format": "pad3"}, "answer_format", "must be one of"),
-        ({"configs": []}, "configs", "non-empty list"),
-        ({"allow_empty_answer": "false"}, "allow_empty_answer", "true or false"),
+        ({"answer_format": "pad3"}, "answer_format", "allowed values: as_is, int_if_integral"),
+        ({"configs": []}, "configs", "should be non-empty"),
+        ({"allow_empty_answer": "false"}, "allow_empty_answer", "is not of type 'boolean'"),
+        ({"copies": 3}, "copies", "unknown key 'copies'"),  # a one_shot key on a hub dataset
     ],
 )
 def test_bad_spec(change: dict[str, Any], field: str, pattern: str) -> None:
@@ -547,3 +548,68 @@ def test_label_sets_may_carry_the_true_answer(tmp_path):
     io.write_jsonl([{"id": "a", "prompt": "p", "answer": "3", "source": "s", "true_answer": 2}], bad)
     with pytest.raises(io.DataError, match="true_answer"):
         data.load_records(bad)
+
+
+# ----------------------------------------------------------------------------- schema = loaders
+
+
+class _ReadKeys(dict):
+    """A spec that records which keys the loader reads (``get``, ``[]``, ``in``)."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+
+FULL_SPECS: dict[str, dict[str, Any]] = {
+    # every key the schema allows for the kind, each with a value that works on the fixtures
+    "hub": {**SPECS["aime25"], "description": "AIME 2025, both parts", "source": "aime25", "limit": 20,
+            "allow_empty_answer": False, "answer_format": "int_if_integral", "data_dir": None, "revision": None},
+    "synthetic": {"kind": "synthetic", "description": "toy", "source": "arith", "limit": 5,
+                  "allow_empty_answer": False, "n": 8, "seed": 1, "level": 2, "split": "test", "id_prefix": "q"},
+    "one_shot": {"kind": "one_shot", "description": "pi1", "source": "one_shot", "limit": 3,
+                 "allow_empty_answer": False, "copies": 4},
+}
+
+
+@pytest.mark.parametrize("kind", ["hub", "synthetic", "one_shot"])
+def test_schema_and_loaders_agree_on_dataset_keys(kind: str) -> None:
+    """The schema is the one source: a loader reads every key the schema allows for its kind, and no other."""
+    from spurious_rewards import config
+
+    allowed = config.definition_keys("dataset", kind)
+    full = FULL_SPECS[kind]
+    assert set(full) == allowed, "FULL_SPECS must set every key the schema allows for this kind"
+    assert config.schema_problems(dict(full), "dataset") == []
+    spec_ = _ReadKeys({"name": f"full-{kind}", **full})
+    assert prepare(spec_)
+    read = spec_.read - {"name"}
+    assert read <= allowed, f"the loader reads keys the schema rejects for {kind}: {sorted(read - allowed)}"
+    assert allowed <= read, f"the schema accepts keys the {kind} loader never reads: {sorted(allowed - read)}"
+
+
+def test_schema_accepts_a_pinned_hub_revision() -> None:
+    """A hub dataset can be pinned to a revision (and the other hub keys) through the config itself."""
+    from spurious_rewards import config
+
+    cfg = config.load(ROOT / "config.yaml")
+    cfg["datasets"]["pinned"] = {"kind": "hub", "path": "HuggingFaceH4/MATH-500", "split": "test",
+                                 "revision": "ff5b20257d8185524591543f8ff5993951537bb8", "data_dir": None,
+                                 "answer_format": "as_is", "fields": {"prompt": "problem", "answer": "answer"},
+                                 "description": "pinned MATH-500"}
+    config.validate(cfg)
+    cfg["datasets"]["pinned"]["copies"] = 2
+    with pytest.raises(config.ConfigError, match=r"unknown key 'datasets\.pinned\.copies'"):
+        config.validate(cfg)

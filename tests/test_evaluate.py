@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from spurious_rewards import data, evaluate, io, labels
+from spurious_rewards import data, io
+from spurious_rewards.evaluation import evaluate, labels
 
 ROOT = Path(__file__).resolve().parents[1]
 ORGANISM = ROOT / "workflow/resources/organisms/toy-qwen-math"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from spurious_rewards import generation as gen
-from spurious_rewards import synthetic
+from spurious_rewards.data import synthetic
 from spurious_rewards.templates import render_prompt
 
 SHIPPED = Path(__file__).resolve().parents[1] / "workflow" / "resources" / "organisms" / "toy-qwen-math"
@@ -21,7 +21,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> gen.HFEngine:
     """The shipped organism (realistic outputs); a tiny fresh build if it is not there yet."""
     model_dir = SHIPPED
     if not (SHIPPED / "model.safetensors").exists():
-        from spurious_rewards.organism import build_organism
+        from spurious_rewards.organisms import build_organism
 
         model_dir = tmp_path_factory.mktemp("organism") / "tiny"
         tiny = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "batch_size": 16}

@@ -1,4 +1,4 @@
-"""spurious_rewards.grading: extraction, cheap paths, worker timeouts, threads, processes."""
+"""spurious_rewards.scoring: extraction, cheap paths, worker timeouts, threads, processes."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spurious_rewards import grading
-from spurious_rewards.grading import extract_answer, grade, grade_many, grading_stats
+from spurious_rewards.scoring import counters, equivalence, workers
+from spurious_rewards.scoring import extract_answer, grade, grade_many, grading_stats
 
 # every code point, NUL and lone surrogates included
 ANY_CHAR = st.characters(exclude_categories=())
@@ -169,7 +169,7 @@ def test_cheap_cases_skip_sympy(pred: str, label: str, expected: bool) -> None:
 def test_cheap_path_starts_nothing() -> None:
     # a fresh interpreter: importing and grading easy cases must not load sympy or start workers
     code = (
-        "import sys; from spurious_rewards import grading, rewards\n"
+        "import sys; from spurious_rewards import scoring as grading\nfrom spurious_rewards.scoring import rewards\n"
         "assert grading.grade('025', '25') and grading.grade('142', '142.0')\n"
         "assert rewards.parse_reward('ground_truth AND format')('\\\\boxed{7}', '7') == 1.0\n"
         "assert grading.grading_stats()['workers_started'] == 0\n"
@@ -272,7 +272,7 @@ def test_pathological_prediction_times_out_in_thread() -> None:
 
 def test_worker_killed_while_idle_is_replaced_without_blame() -> None:
     grade("\\sqrt{20}", "2\\sqrt{5}")
-    for w in list(grading._get_pool().idle):
+    for w in list(workers._get_pool().idle):
         os.kill(w.proc.pid, signal.SIGKILL)
     time.sleep(0.2)
     before = grading_stats()
@@ -291,8 +291,8 @@ def test_worker_crash_mid_item_scores_zero() -> None:
     t0 = time.perf_counter()
     t.start()
     time.sleep(1.0)
-    for w in list(grading._get_pool().all):  # the busy worker dies (as under the OOM killer)
-        if w not in grading._get_pool().idle:
+    for w in list(workers._get_pool().all):  # the busy worker dies (as under the OOM killer)
+        if w not in workers._get_pool().idle:
             os.kill(w.proc.pid, signal.SIGKILL)
     t.join(10)
     assert out == [False]
@@ -304,7 +304,7 @@ def test_worker_crash_mid_item_scores_zero() -> None:
 @pytest.mark.parametrize("timeout", [float("nan"), 0.0, -1.0, float("inf")])
 def test_silly_timeouts_still_grade(timeout: float) -> None:
     assert grade("\\sqrt{63}", "3\\sqrt{7}", timeout=timeout) is True
-    grading._cache.clear()
+    counters._cache.clear()
 
 
 @pytest.mark.parametrize(
@@ -353,9 +353,9 @@ def test_grade_many_matches_grade_and_keeps_order() -> None:
 def test_grade_many_fresh_pairs_are_deterministic() -> None:
     pairs = [(f"\\frac{{{k}\\sqrt{{2}}}}{{2}}", f"\\frac{{{k}}}{{\\sqrt{{2}}}}") for k in range(1, 40)]
     pairs += [(f"{k}\\sqrt{{3}}", f"\\sqrt{{{3 * k * k + 1}}}") for k in range(1, 40)]
-    grading._cache.clear()
+    counters._cache.clear()
     first = grade_many(pairs, workers=2)
-    grading._cache.clear()
+    counters._cache.clear()
     second = grade_many(pairs, workers=2)
     assert first == second == [True] * 39 + [False] * 39
 
@@ -420,8 +420,8 @@ def number_forms(draw: st.DrawFn) -> str:
 @settings(max_examples=60, deadline=timedelta(seconds=8), suppress_health_check=[HealthCheck.too_slow])
 @given(number_forms(), number_forms())
 def test_cheap_verdicts_agree_with_math_verify(pred: str, label: str) -> None:
-    cheap = grading._cheap_verdict(pred, label)
+    cheap = equivalence._cheap_verdict(pred, label)
     if cheap is not None:
-        (code,) = grading._worker_outcomes([(pred, label)], 5.0, 1)  # math-verify, no shortcut
+        (code,) = workers.worker_outcomes([(pred, label)], 5.0, 1)  # math-verify, no shortcut
         assert code in ("0", "1")
         assert cheap == (code == "1"), (pred, label)

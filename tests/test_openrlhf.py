@@ -26,7 +26,11 @@ from pathlib import Path
 import pytest
 
 from spurious_rewards import config as cfgmod
-from spurious_rewards import openrlhf, openrlhf_reward, rewards, templates, train
+from spurious_rewards import templates
+from spurious_rewards.scoring import rewards
+from spurious_rewards import training
+from spurious_rewards.training import openrlhf_backend as openrlhf
+from spurious_rewards.training import openrlhf_reward
 
 ROOT = Path(__file__).resolve().parents[1]
 STUBS = ROOT / "tests" / "openrlhf_stubs"
@@ -130,7 +134,7 @@ def test_clipping_variants(paper, variant, eps, train_batch, updates):
     assert f["--actor.eps_clip"] == [eps]
     assert f["--train.batch_size"] == [train_batch]
     assert 64 * 16 // int(train_batch) == updates == spec["updates_per_rollout"]
-    assert float(eps) == (train.NO_CLIP_EPSILON if variant == "no_clip" else 0.2)
+    assert float(eps) == (cfgmod.NO_CLIP_EPSILON if variant == "no_clip" else 0.2)
 
 
 def test_templates_r1_chat_plain(paper):
@@ -400,10 +404,10 @@ def test_train_openrlhf_publishes_like_trl_and_resumes(tmp_path, fake_openrlhf, 
 
     monkeypatch.setenv("FAKE_OPENRLHF_FAIL_AFTER", "3")  # killed after step 3 (checkpoint at 2)
     with pytest.raises(RuntimeError, match="exited with status 1"):
-        train.train(spec, **kw)
+        training.train(spec, **kw)
     assert not out_ckpt.exists()
     monkeypatch.delenv("FAKE_OPENRLHF_FAIL_AFTER")
-    train.train(spec, **kw)  # resumes from step 2
+    training.train(spec, **kw)  # resumes from step 2
 
     assert sorted(p.name for p in out_ckpt.iterdir()) == ["final", "index.json", "step_2", "step_4"]
     assert (out_ckpt / "step_4" / "tokenizer_config.json").exists()  # copied from the base model
@@ -537,7 +541,7 @@ def test_every_paper_command_parses_with_openrlhf(openrlhf_python, paper, tmp_pa
         g = spec["grpo"]
         assert a["algo"]["advantage"]["estimator"] == "group_norm"
         assert a["actor"]["eps_clip_low_high"] == [a["actor"]["eps_clip"]] * 2
-        assert a["actor"]["eps_clip"] == (g["epsilon"] if spec["variant"]["clip"] else train.NO_CLIP_EPSILON)
+        assert a["actor"]["eps_clip"] == (g["epsilon"] if spec["variant"]["clip"] else cfgmod.NO_CLIP_EPSILON)
         rollout = a["rollout"]["batch_size"] * a["rollout"]["n_samples_per_prompt"]
         assert rollout // a["train"]["batch_size"] == spec["updates_per_rollout"]
         assert a["data"]["max_samples"] == g["steps"] * a["rollout"]["batch_size"]

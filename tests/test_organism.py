@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from spurious_rewards import organism as org
-from spurious_rewards import synthetic
+from spurious_rewards import probes
+from spurious_rewards.organisms import build as org
+from spurious_rewards.organisms import probe as org_probe
+from spurious_rewards.scoring import style
+from spurious_rewards.data import synthetic
 
 ORGANISMS = Path(__file__).resolve().parents[1] / "workflow" / "resources" / "organisms"
 
@@ -53,7 +56,7 @@ def test_digits_one_per_token(tok) -> None:
 def test_code_fence_is_one_token(tok) -> None:
     ids = tok("```python\nprint(1+2)\n```", add_special_tokens=False)["input_ids"]
     assert tok.decode(ids[:1]) == "```"
-    assert ids[0] in org.code_token_ids(tok)
+    assert ids[0] in probes.code_token_ids(tok)
 
 
 def test_tokenizer_is_byte_level_and_deterministic(tok) -> None:
@@ -107,17 +110,17 @@ def test_resolve_config() -> None:
 
 
 def _check_consistent(sol: org.Solution, problem: synthetic.ArithmeticProblem) -> None:
-    assert org.boxed_integer(sol.text) == sol.value
+    assert org_probe.boxed_integer(sol.text) == sol.value
     assert (sol.value == problem.answer) == sol.correct
     if sol.style == "code":
         assert sol.text.startswith(
             f"```python\nprint({problem.expression})\n```\n```output\n{sol.value}\n```\n"
         )
-        assert org.has_code(sol.text)
+        assert style.is_code(sol.text)
     else:
         step = sol.text.split("\n")[0]
         assert step.endswith(f" {sol.value}."), sol.text
-        assert not org.has_code(sol.text)
+        assert not style.is_code(sol.text)
     if not sol.correct:
         assert 0 < abs(sol.value - problem.answer) <= 10
 
@@ -251,9 +254,9 @@ def test_build_refuses_to_clobber_other_dirs(tmp_path: Path) -> None:
 
 
 def test_boxed_integer() -> None:
-    assert org.boxed_integer("a \\boxed{3} then \\boxed{-12}.") == -12
-    assert org.boxed_integer("no box") is None
-    assert org.boxed_integer("\\boxed{x}") is None
+    assert org_probe.boxed_integer("a \\boxed{3} then \\boxed{-12}.") == -12
+    assert org_probe.boxed_integer("no box") is None
+    assert org_probe.boxed_integer("\\boxed{x}") is None
 
 
 # ----------------------------------------------------------------------------- shipped organisms
@@ -271,7 +274,7 @@ def test_shipped_organism_meets_targets(family: str) -> None:
         "seed": manifest["seed"],
         "steps": manifest["steps"],
     }
-    report = org.probe_organism(path, n_problems=50, samples=2, seed=11, threads=2)
+    report = org_probe.probe_organism(path, n_problems=50, samples=2, seed=11, threads=2)
     share = manifest["config"]["code_share"]
     assert abs(report["code_frequency"] - share) <= 0.15
     assert abs(report["p_code_first_token"] - share) <= 0.15

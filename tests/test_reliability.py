@@ -23,7 +23,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spurious_rewards import classify, config, data, grading, io, provenance, rewards, train
+from spurious_rewards import config, data, io, paths, provenance, training
+from spurious_rewards.analysis import samples
+from spurious_rewards import scoring as grading
+from spurious_rewards.scoring import rewards, style
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hostile_corpus import MEGABYTE, hostile_corpus, marker_payloads  # noqa: E402
@@ -139,7 +142,6 @@ def agg_study(tmp_path_factory) -> dict:
     """A results tree, an older one (one run missing) and the uninterrupted outputs of both."""
     from test_aggregate import build_tree
 
-    from spurious_rewards import aggregate
 
     root = tmp_path_factory.mktemp("agg")
     cfg = _agg_config()
@@ -154,8 +156,8 @@ def agg_study(tmp_path_factory) -> dict:
         res = subprocess.run(_aggregate_cmd(cfg, results, root / name), env=ENV, capture_output=True, text=True,
                              timeout=300)
         assert res.returncode == 0, res.stderr[-3000:]
-        study[name] = {k: p.read_bytes() for k, p in aggregate.output_paths(root / name).items()}
-    study["targets"] = {k: p.relative_to(root / "ref") for k, p in aggregate.output_paths(root / "ref").items()}
+        study[name] = {k: p.read_bytes() for k, p in paths.aggregate_outputs(root / name).items()}
+    study["targets"] = {k: p.relative_to(root / "ref") for k, p in paths.aggregate_outputs(root / "ref").items()}
     # the tables, figures and summary of the older study differ from the newer one's
     differ = {k for k in study["ref"] if study["old"][k] != study["ref"][k]}
     assert {"metrics", "summary_stats", "transitions", "summary", "dvc_metrics", "fig_accuracy"} <= differ, differ
@@ -299,7 +301,7 @@ def test_two_prepare_data_processes_in_one_directory(tmp_path):
 
 _GRADER = """
 import json, sys
-from spurious_rewards import grading
+from spurious_rewards import scoring as grading
 pairs = [tuple(p) for p in json.load(open(sys.argv[1]))]
 first = grading.grade_many(pairs, workers=2)
 hits_first = grading.grading_stats()["cache_hits"]
@@ -389,7 +391,7 @@ def test_every_reward_survives_the_hostile_corpus(corpus, spec):
 
 def test_classifiers_survive_the_hostile_corpus(corpus):
     start = time.monotonic()
-    code = [classify.is_code(t) for t in corpus]
+    code = [style.is_code(t) for t in corpus]
     rep = [rewards.detect_repetition(t) for t in corpus]
     preds = [grading.extract_answer(t) for t in corpus] + [grading.extract_answer(t, r1=True) for t in corpus]
     assert all(type(c) is bool for c in code) and all(type(r) is bool for r in rep)
@@ -409,7 +411,7 @@ def test_model_output_is_never_executed(tmp_path):
             assert all(s in (0.0, 1.0) for s in reward.batch(texts, labels_, workers=2))
             assert all(reward(t, lab) in (0.0, 1.0) for t, lab in zip(texts, labels_, strict=True))
         for t in texts:
-            classify.is_code(t)
+            style.is_code(t)
             rewards.detect_repetition(t)
             for r1 in (False, True):
                 grading.grade(grading.extract_answer(t, r1=r1), "42", timeout=2.0)
@@ -593,9 +595,8 @@ def test_sidecar_helper_for_files_and_folders(tmp_path, monkeypatch):
         assert provenance.write_sidecar(tmp, spec, 4) == tmp / "provenance.json"
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["provenance.json", "step0_b.jsonl.gz"]
     _assert_provenance(provenance.read_sidecar(tmp_path / "samples"), spec, 4)
-    from spurious_rewards import aggregate
 
-    assert list(aggregate.read_sample_dir(tmp_path / "samples")) == [(0, "b")]  # readers skip it
+    assert list(samples.read_sample_dir(tmp_path / "samples")) == [(0, "b")]  # readers skip it
     # a file output through io: the sidecar is complete on disk before the file is renamed into place
     seen = []
     real_replace = io._replace
@@ -628,7 +629,7 @@ def test_train_outputs_have_provenance(tmp_path):
         (state / "hf" / f"step_{s}" / "w.bin").write_bytes(b"w")
     (state / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s}) for s in (1, 2)) + "\n")
     spec = {"run": "m/r/clip/seed5", "seed": 5, "checkpoint_steps": [1, 2], "grpo": {"steps": 2}}
-    train.publish(spec, state, tmp_path / "checkpoints", tmp_path / "metrics.jsonl")
+    training.common.publish(spec, state, tmp_path / "checkpoints", tmp_path / "metrics.jsonl")
     index = io.read_json(tmp_path / "checkpoints/index.json")
     assert index["steps"] == [1, 2]
     _assert_provenance(index["provenance"], spec, 5)  # the checkpoints folder's record

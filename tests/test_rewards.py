@@ -1,4 +1,4 @@
-"""spurious_rewards.rewards: each reward's definition, the spec language, reproducible randomness,
+"""spurious_rewards.scoring.rewards: each reward's definition, the spec language, reproducible randomness,
 and the linear-time repetition detector against the paper's quadratic one."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spurious_rewards import rewards
-from spurious_rewards.rewards import (
+from spurious_rewards.scoring import rewards
+from spurious_rewards.scoring.rewards import (
     REWARD_NAMES,
     Reward,
     RewardContext,

@@ -28,7 +28,7 @@ class FakeChatTokenizer:
 
 @pytest.fixture(scope="module")
 def organism_tokenizer():
-    from spurious_rewards.organism import train_tokenizer
+    from spurious_rewards.organisms import train_tokenizer
 
     return train_tokenizer(512)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from spurious_rewards import config as cfgmod
-from spurious_rewards import data, train
+from spurious_rewards import data
+from spurious_rewards.training import trl_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 ORGANISM = ROOT / "workflow/resources/organisms/toy-qwen-math"
@@ -58,7 +59,7 @@ def test_trl_mapping_is_faithful():
     kw = {}
     for variant in ("clip", "no_clip", "one_update"):
         spec = cfgmod.run_spec(cfg, cfgmod.Run("Qwen2.5-Math-7B", "random", variant, 1))
-        kw[variant] = train.trl_config_kwargs(spec, "/tmp/x")
+        kw[variant] = trl_backend.trl_config_kwargs(spec, "/tmp/x")
     clip = kw["clip"]
     # 64 prompts x 16 = 1024 responses per rollout, 128 per update -> 8 updates per rollout
     assert clip["num_generations"] == 16
@@ -130,3 +131,50 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, train_data):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resuming" in res.stderr
     assert metrics(out / "metrics.jsonl") == metrics(tmp_path / "ref/metrics.jsonl")
+
+
+def test_changed_spec_discards_the_old_state(tmp_path, train_data):
+    """A rerun after a config change (new lr) retrains from scratch: the state of the old spec is not resumed."""
+    old_cfg = small_config(steps=2)
+    out = tmp_path / "run"
+    first = run_cli(old_cfg, "random", "clip", 5, train_data, out)
+    assert first.returncode == 0, first.stderr[-3000:]
+    old = metrics(out / "metrics.jsonl")
+    # what Snakemake does on a params change: delete the declared outputs, keep state/
+    (out / "metrics.jsonl").unlink()
+    for p in sorted((out / "checkpoints").rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    (out / "checkpoints").rmdir()
+
+    new_cfg = small_config(steps=2)
+    new_cfg["grpo"]["lr"] = 3e-3
+    rerun = run_cli(new_cfg, "random", "clip", 5, train_data, out)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "discarding the state" in rerun.stderr and "grpo.lr" in rerun.stderr
+    fresh = run_cli(new_cfg, "random", "clip", 5, train_data, tmp_path / "fresh")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    new = metrics(out / "metrics.jsonl")
+    assert new == metrics(tmp_path / "fresh" / "metrics.jsonl")
+    assert new != old
+    weights = (out / "checkpoints/step_2/model.safetensors").read_bytes()
+    assert weights == (tmp_path / "fresh/checkpoints/step_2/model.safetensors").read_bytes()
+
+
+def test_state_binding_names_what_changed(tmp_path, caplog):
+    from spurious_rewards.training import common
+
+    spec = {"grpo": {"lr": 1e-4, "steps": 20}, "seed": 1}
+    assert common.bind_state(spec, tmp_path / "s") is False  # fresh
+    (tmp_path / "s" / "trl").mkdir()
+    assert common.bind_state(spec, tmp_path / "s") is True  # same spec: resume
+    changed = {"grpo": {"lr": 3e-4, "steps": 30}, "seed": 1}
+    with caplog.at_level("WARNING"):
+        assert common.bind_state(changed, tmp_path / "s") is False
+    assert "grpo.lr, grpo.steps" in caplog.text
+    assert not (tmp_path / "s" / "trl").exists()
+    # a state that records no spec (an older version's) cannot be trusted either
+    (tmp_path / "s" / "spec.json").unlink()
+    (tmp_path / "s" / "trl").mkdir()
+    with caplog.at_level("WARNING"):
+        assert common.bind_state(changed, tmp_path / "s") is False
+    assert "records no spec" in caplog.text

@@ -42,7 +42,7 @@ def _with_defaults(cls: type) -> type:
     def set_defaults(validator, properties, instance, schema):  # noqa: ANN001
         if isinstance(instance, dict):
             for prop, sub in properties.items():
-                if "default" in sub and prop not in instance:
+                if isinstance(sub, dict) and "default" in sub and prop not in instance:
                     instance[prop] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
@@ -85,6 +85,38 @@ def _describe(error) -> str:  # noqa: ANN001
     if error.validator == "propertyNames":
         return f"{where}: bad name {error.instance!r}: names may use letters, digits, '.', '_' and '-' only"
     return f"{where}: {error.message}"
+
+
+def schema_problems(instance: Any, definition: str) -> list[tuple[str, str]]:
+    """Validate ``instance`` against ``#/$defs/<definition>`` of the schema, filling defaults in place.
+
+    Returns ``(top-level key, message)`` per problem (key ``""`` for the object itself), so a
+    job that checks its own spec (e.g. the dataset loaders) reports the same messages as the
+    config validation, from the same single definition.
+    """
+    schema = load_schema()
+    validator = _DefaultingValidator({"$ref": f"#/$defs/{definition}", "$defs": schema["$defs"]})
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    out: dict[tuple[str, str], None] = {}
+    for e in errors:
+        key = str(e.absolute_path[0]) if e.absolute_path else ""
+        if not key and e.validator == "additionalProperties" and isinstance(e.instance, dict):
+            known = set(e.schema.get("properties", {}))
+            key = next((k for k in e.instance if k not in known), "")
+        out[(key, _describe(e))] = None
+    return list(out)
+
+
+def definition_keys(definition: str, kind: str | None = None) -> set[str]:
+    """The keys ``#/$defs/<definition>`` accepts (for one ``kind`` when its branches are per kind)."""
+    d = load_schema()["$defs"][definition]
+    keys = set(d.get("properties", {}))
+    if kind is None:
+        return keys
+    for branch in d.get("allOf", []):
+        if branch.get("if", {}).get("properties", {}).get("kind", {}).get("const") == kind:
+            return set(branch["then"].get("properties", keys))
+    return keys
 
 
 def validate(config: dict) -> dict:

@@ -17,6 +17,7 @@ path that would download the real data (``reference/datasets.md`` §7).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -37,6 +38,8 @@ __all__ = [
     "prepare_to_file",
 ]
 
+log = logging.getLogger(__name__)
+
 #: The fields of a normalized record, in the order they are written.
 RECORD_FIELDS: tuple[str, ...] = ("id", "prompt", "answer", "source")
 #: label sets (majority vote, incorrect) also carry the true answer, for accuracy tracking
@@ -53,17 +56,6 @@ ONE_SHOT_PROMPT = (
 #: π1's label. The exact value is ∛2048 ≈ 12.70; the paper trains on the approximate 12.8.
 ONE_SHOT_ANSWER = "12.8"
 
-_COMMON_KEYS = frozenset({"name", "kind", "source", "limit", "allow_empty_answer", "description"})
-_KIND_KEYS: dict[str, frozenset[str]] = {
-    "hub": frozenset({"path", "configs", "split", "fields", "answer_format", "data_dir", "revision"}),
-    "synthetic": frozenset({"n", "seed", "level", "split", "id_prefix"}),
-    "one_shot": frozenset({"copies"}),
-}
-_REQUIRED: dict[str, tuple[str, ...]] = {
-    "hub": ("path", "split", "fields"),
-    "synthetic": ("n", "seed"),
-    "one_shot": (),
-}
 _ANSWER_FORMATS = ("as_is", "int_if_integral")
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -172,29 +164,27 @@ def _spec_label(name: str) -> str:
 
 
 def _check_spec(spec: Mapping[str, Any]) -> tuple[str, str]:
-    """Reject unknown or missing keys up front: a typo such as ``limt`` must not be silently ignored."""
+    """Validate a job's dataset spec against the schema's ``dataset`` definition, up front.
+
+    The schema is the single source of the dataset keys (which kind reads which key, what
+    is required): a typo such as ``limt``, or a key of another kind, fails here with the
+    config validation's own message, never silently ignored.
+    """
+    from .. import config
+
     name = spec.get("name")
     if not isinstance(name, str) or not name:
         raise DataError("datasets.<?>", "every dataset spec needs a non-empty string 'name'", field="name")
     label = _spec_label(name)
-    kind = spec.get("kind")
-    if kind not in _KIND_KEYS:
-        raise DataError(label, f"unknown kind {kind!r} (one of {', '.join(_KIND_KEYS)})", field="kind")
-    allowed = _COMMON_KEYS | _KIND_KEYS[kind]
-    for key in spec:
-        if key not in allowed:
-            raise DataError(
-                label, f"unknown key for kind '{kind}' (allowed: {', '.join(sorted(allowed))})", field=key
-            )
-    for key in _REQUIRED[kind]:
-        if spec.get(key) is None:
-            raise DataError(label, f"required for kind '{kind}'", field=key)
-    limit = spec.get("limit")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise DataError(label, f"must be null or a positive integer, got {limit!r}", field="limit")
-    if not isinstance(spec.get("allow_empty_answer", False), bool):
-        raise DataError(label, "must be true or false", field="allow_empty_answer")
-    return name, kind
+    body = {k: v for k, v in spec.items() if k != "name"}
+    problems = config.schema_problems(body, "dataset")
+    if problems:
+        key = problems[0][0]
+        text = "; ".join(m.removeprefix(f"{key}: ") if k == key else m for k, m in problems)
+        raise DataError(label, text, field=key or None)
+    if spec.get("description"):
+        log.info("%s: %s", label, spec["description"])
+    return name, str(spec["kind"])
 
 
 def _positive_int(spec: Mapping[str, Any], key: str, default: int, label: str) -> int:
