@@ -102,3 +102,50 @@ def test_evaluate_cli_base_model(tmp_path, small_data):
     assert len(rows) == 90
     assert set(rows[0]) == {"id", "i", "response", "pred", "correct", "code", "repetition", "tokens"}
     assert sum(r["correct"] for r in rows) / 90 == pytest.approx(by["s"]["accuracy"])
+
+
+# ----------------------------------------------------------------------------- labelling errors
+
+
+LABEL_SPEC = {"model": {"name": "toy", "path": str(ORGANISM), "template": "chat"}, "samples": 2, "temperature": 0.0,
+              "max_new_tokens": 48, "template": "model", "seed": 0, "engine": "hf", "batch_size": 64}
+
+
+def _label(tmp_path: Path, data_path: Path, **over) -> dict:
+    return labels.label_majority({**LABEL_SPEC, **over}, data_path=data_path, out_majority=tmp_path / "mv.jsonl",
+                                 out_incorrect=tmp_path / "inc.jsonl", out_samples=tmp_path / "s.jsonl.gz")
+
+
+def test_labelling_all_right_is_a_data_error_naming_the_file(tmp_path, small_data):
+    """When the (greedy) majority is right on every problem, the incorrect set would be empty: a DataError."""
+    train, _ = small_data
+    _label(tmp_path, train)  # greedy: the majority is the model's one answer, the same in any batch
+    right = {r["id"] for r in io.iter_jsonl(tmp_path / "s.jsonl.gz") if r["majority_correct"]}
+    assert right, "the organism should answer some problems right"
+    subset = tmp_path / "right.jsonl"
+    io.write_jsonl([r for r in data.load_records(train) if r["id"] in right], subset)
+    with pytest.raises(io.DataError, match="majority answer is right on all") as exc:
+        _label(tmp_path / "again", subset)
+    assert exc.value.file == str(subset)
+    assert not (tmp_path / "again").exists()  # nothing was written
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        ('{"id": "a", "prompt": "p", "answer": "1", "source": "s"}\n{"id": "b", "prompt": \n', r":2: .*JSON"),
+        ('{"id": "a", "prompt": "p", "source": "s"}\n', "answer"),
+        ("", "empty"),
+    ],
+)
+def test_bad_labelling_file_is_a_data_error(tmp_path, content, pattern):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(content)
+    with pytest.raises(io.DataError, match=pattern) as exc:
+        _label(tmp_path, bad)
+    assert exc.value.file == str(bad)
+
+
+def test_bad_labelling_template_names_the_allowed_values(tmp_path, small_data):
+    with pytest.raises(ValueError, match="allowed values: model, plain"):
+        _label(tmp_path, small_data[0], template="chat")

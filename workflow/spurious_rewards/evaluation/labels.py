@@ -38,6 +38,8 @@ def label_majority(
     out_samples: str | Path,
 ) -> dict:
     """Sample, vote, grade; write the two label sets and the per-problem samples."""
+    if spec.get("template") not in ("model", "plain"):
+        raise ValueError(f"labelling.template: {spec.get('template')!r} is not allowed; allowed values: model, plain")
     records = data.load_records(data_path)
     model = spec["model"]
     template = model["template"] if spec["template"] == "model" else "plain"
@@ -84,8 +86,9 @@ def label_majority(
         })
     if not wrong_rows:
         raise io.DataError(
-            f"{data_path}: the base model's majority answer is right on every problem, "
-            "so the incorrect-label set would be empty; use more problems"
+            data_path,
+            f"the base model's majority answer is right on all {len(records)} problems, so the "
+            "incorrect-label set would be empty; use more (or harder) problems",
         )
     # each output carries <file>.provenance.json, published before the file itself
     prov = provenance.record(spec, spec["seed"])
