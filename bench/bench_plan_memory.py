@@ -164,7 +164,10 @@ def case_ckpt_bf16(size: str) -> dict:
     import torch
 
     model, a = tiny_model(size, "bfloat16")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name is deprecated
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     g = torch.Generator().manual_seed(4)
     ids = torch.randint(3, a.vocab, (BATCH, PROMPT + COMPLETION), generator=g)
