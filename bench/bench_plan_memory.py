@@ -182,7 +182,7 @@ def case_ckpt_bf16(size: str) -> dict:
     seq, P = PROMPT + COMPLETION, a.params
     terms = {"gradients (bf16)": 2 * P,
              "activations (checkpointed)": plan.activations(a, BATCH, seq, 2, checkpointing=True, padded=False),
-             "logits (bf16 + fp32 + fp32 grad)": BATCH * seq * a.vocab * plan.OPENRLHF_BYTES_PER_LOGIT}
+             "logits (bf16, fp32 copy, log-softmax, grad)": BATCH * seq * a.vocab * plan.OPENRLHF_BYTES_PER_LOGIT}
     return {"case": "ckpt_bf16", "size": size, "params": P, "measured": measured,
             "estimate": sum(terms.values()), "terms": terms}
 

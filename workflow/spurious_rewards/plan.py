@@ -215,6 +215,8 @@ TRL_TILE_TOKENS, TRL_TILE_VOCAB = 4096, 32768
 #: The unfused torch path; flash-attn's fused cross-entropy, when installed, keeps less, so
 #: this is an upper bound (bench/bench_plan_memory.py measures the torch path at 13-14).
 OPENRLHF_BYTES_PER_LOGIT = 2 + 4 + 4 + 4
+#: DeepSpeed's default reduce bucket (5e8 elements) in bf16: the gradients being reduce-scattered.
+ZERO3_REDUCE_BUCKET_BYTES = 500_000_000 * 2
 #: Prompts scored by train.p_code / the probe's P(code) measurement in one forward (full logits).
 P_CODE_BATCH = 64
 
@@ -377,18 +379,18 @@ def estimate_train(cfg: dict, model: str, a: Arch) -> list[Estimate]:
         gen.terms["sleeping actor (CUDA context)"] = CUDA_CONTEXT_BYTES
         train = Phase("training (ZeRO-3, vLLM asleep)", {
             "weights (bf16 shard)": 2 * P // n,
-            "gathered weights (ZeRO-3, 2 largest)": 2 * 2 * a.largest_matrix(),
+            "ZeRO-3 gathered weights + reduce bucket": 2 * 2 * a.largest_matrix() + ZERO3_REDUCE_BUCKET_BYTES,
             "gradients (bf16 shard)": 2 * P // n,
             "Adam (fp32 master + 2 moments, shard)": 12 * P // n,
             "activations (checkpointed, bf16)": activations(a, micro, seq, 2, checkpointing=True, padded=False),
-            "logits (bf16 + fp32 + fp32 grad)": tokens * a.vocab * OPENRLHF_BYTES_PER_LOGIT,
+            "logits (bf16, fp32 copy, log-softmax, grad)": tokens * a.vocab * OPENRLHF_BYTES_PER_LOGIT,
             "CUDA context (actor + sleeping vLLM)": 2 * CUDA_CONTEXT_BYTES,
         })
         est = Estimate("train_grpo", model, "gpu", n, [gen, train],
                        note=f"openrlhf, {n} GPU(s) colocated; vLLM holds "
                             f"{_kv_concurrency(a, budget, VLLM_GPU_MEMORY_UTILIZATION, seq)} "
                             f"sequences of {seq} tokens at once",
-                       settings={"logits (bf16 + fp32 + fp32 grad)": "grpo.micro_batch",
+                       settings={"logits (bf16, fp32 copy, log-softmax, grad)": "grpo.micro_batch",
                                  "activations (checkpointed, bf16)": "grpo.micro_batch",
                                  "Adam (fp32 master + 2 moments, shard)": "grpo.gpus",
                                  "weights (bf16)": "resources.gpu_memory_gb (a larger GPU)",
@@ -584,7 +586,7 @@ def check(cfg: dict) -> list[str]:
 #: typical vLLM batch-decoding rates on an A100/H100 80 GB with 4k-token sequences; training
 #: figures are 35% MFU of an A100's 312 bf16 TFLOP/s over 10 x params FLOPs per token (old
 #: log-probs forward 2P + forward 2P + backward 4P + checkpoint recompute 2P). Together they
-#: give ~170 s per rollout step for a 7-8B model on 8 colocated GPUs, in line with the ~234 s
+#: give ~150 s per rollout step for a 7-8B model on 8 colocated GPUs, in line with the ~234 s
 #: per step reported for the authors' Llama script (their 4 train + 4 vLLM GPU split, with a
 #: reference model and Adam offload) in the authors' repository's issue #7.
 THROUGHPUT_TOKENS_PER_S: dict[float, tuple[float, float]] = {
