@@ -58,6 +58,8 @@ def plan(quick: bool) -> list[tuple[str, list[str], int]]:
                                         "--out", str(OUT / "generation_small.json")), 900),
             ("generation", script("bench_generation.py", "--new-tokens", "32", "--repeats", "3",
                                   "--out", str(OUT / "generation.json")), 900),
+            ("plan_memory", script("bench_plan_memory.py", "--sizes", "s", "m",
+                                   "--out", str(OUT / "plan_memory.json")), 900),
         ]
     return [
         ("planning", script("bench_planning.py", "--scales", "1", "2", "4", "--out", str(OUT / "planning.json")), 1200),
@@ -74,6 +76,8 @@ def plan(quick: bool) -> list[tuple[str, list[str], int]]:
         ("generation_small", script("bench_generation.py", "--new-tokens", "16",
                                     "--out", str(OUT / "generation_small.json")), 1200),
         ("generation", script("bench_generation.py", "--new-tokens", "32", "--out", str(OUT / "generation.json")), 1800),
+        ("plan_memory", script("bench_plan_memory.py", "--sizes", "s", "m", "l",
+                               "--out", str(OUT / "plan_memory.json")), 1200),
     ]
 
 
@@ -207,6 +211,18 @@ def figures(quick: bool) -> list[dict]:
                          worst >= 0.9))
     else:
         rows.append(_missing("Toy generation vs raw generate", "≥ 0.9×"))
+
+    pm = _load("plan_memory")
+    target = "within ±30%"
+    if pm:
+        worst = max(pm["rows"], key=lambda r: abs(r["ratio"] - 1))
+        rows.append(_row("Memory plan: estimated vs measured peak (probe step, TRL update, bf16 checkpointed, "
+                         "generate)", target,
+                         f"worst {worst['ratio']:.2f}× ({worst['case']}, size {worst['size']})",
+                         "; ".join(f"{r['case']} {r['size']}: {r['ratio']:.2f}×" for r in pm["rows"]),
+                         pm["meets_target"]))
+    else:
+        rows.append(_missing("Memory plan: estimated vs measured peak", target))
     return rows
 
 

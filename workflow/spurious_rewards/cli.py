@@ -256,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-boot", type=int, default=2000, help="bootstrap draws per confidence interval")
     s.add_argument("--workers", type=int, default=1, help="processes reading sample files")
     s.set_defaults(func=cmd_aggregate)
+
+    from . import plan  # light (no torch): `spurious plan --configfile ...`
+
+    plan.add_parser(sub)
     return p
 
 
