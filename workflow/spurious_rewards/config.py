@@ -337,6 +337,11 @@ def main_variant(reward_cfg: dict) -> str:
     return "clip" if "clip" in variants else variants[0]
 
 
+def labels_needed(cfg: dict) -> set[str]:
+    """Which label sets (majority_vote / incorrect) some reward trains on."""
+    return {r["labels"] for r in cfg["rewards"].values()} & {"majority_vote", "incorrect"}
+
+
 def training_data_path(cfg: dict, model: str, reward: str) -> str:
     """The file a (model, reward) trains on: a label set, the one-shot example or the training set."""
     labels = cfg["rewards"][reward]["labels"]

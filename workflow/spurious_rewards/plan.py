@@ -175,7 +175,7 @@ def arch_from_hf_config(cfg: dict, source: str = "config.json") -> Arch:
 
 def _organism_arch(spec: dict) -> Arch:
     """The architecture an organism block builds (organism.DEFAULT_CONFIG, overridden by the block)."""
-    from .organism import DEFAULT_CONFIG
+    from .organisms.build import DEFAULT_CONFIG
 
     c = {**DEFAULT_CONFIG, **(spec or {})}
     return Arch(hidden=c["hidden_size"], layers=c["num_layers"], heads=c["num_heads"], kv_heads=c["num_heads"],
@@ -370,7 +370,7 @@ def estimate_train(cfg: dict, model: str, a: Arch) -> list[Estimate]:
     budget = _budget(cfg)
     out = []
     if cfg["backend"] == "openrlhf":
-        from .openrlhf import VLLM_GPU_MEMORY_UTILIZATION
+        from .training.openrlhf_backend import VLLM_GPU_MEMORY_UTILIZATION
 
         n = max(1, g["gpus"])
         micro = g["micro_batch"]
@@ -746,7 +746,7 @@ def cost_plan(cfg: dict) -> list[Cost]:
         t.storage["checkpoints (published)"] = t.storage.get("checkpoints (published)", 0) + ck
         # state/ is kept after the run: a copy of every HF checkpoint plus the resumable state
         if cfg["backend"] == "openrlhf":
-            from .openrlhf import DS_CHECKPOINTS_KEPT
+            from .training.openrlhf_backend import DS_CHECKPOINTS_KEPT
 
             resumable = DS_CHECKPOINTS_KEPT * a.params * (2 + 12)
         else:
