@@ -40,8 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from spurious_rewards import aggregate, classify, io
 from spurious_rewards import config as cfgmod
+from spurious_rewards import io
+from spurious_rewards.analysis import aggregate, classify
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_BENCHMARKS = {"math500": (500, 1), "amc": (83, 8), "aime24": (30, 8), "aime25": (30, 8), "arith_l2": (500, 1),

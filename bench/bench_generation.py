@@ -11,16 +11,15 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow"))
 
-from spurious_rewards import generation, synthetic, templates  # noqa: E402
+from spurious_rewards import generation, templates  # noqa: E402
+from spurious_rewards.data import synthetic  # noqa: E402
 
 
 def main() -> None:

@@ -29,7 +29,8 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from spurious_rewards import grading
+from spurious_rewards import scoring as grading
+from spurious_rewards.scoring import counters
 
 MIX = {  # kind -> share of the responses
     "boxed_int": 0.40,
@@ -179,7 +180,7 @@ def main() -> None:
     cold_s = time.perf_counter() - t0
     cold_stats = grading.grading_stats()
 
-    grading._cache.clear()  # same pairs again, workers warm, nothing remembered
+    counters._cache.clear()  # same pairs again, workers warm, nothing remembered
     grading.reset_grading_stats()
     t0 = time.perf_counter()
     warm = grading.grade_many(pairs, workers=cores, timeout=args.timeout)
@@ -188,7 +189,7 @@ def main() -> None:
     assert warm == cold, "grade_many is not deterministic on this mix"
 
     clean = [p for p, row in zip(pairs, rows, strict=True) if row[0] != "pathological"]
-    grading._cache.clear()
+    counters._cache.clear()
     t0 = time.perf_counter()
     grading.grade_many(clean, workers=cores, timeout=args.timeout)
     clean_s = time.perf_counter() - t0

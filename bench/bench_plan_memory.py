@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow"))
 
 from spurious_rewards import plan  # noqa: E402
 
@@ -107,7 +105,7 @@ def case_probe_step(size: str) -> dict:
     """clip_probe.grpo_step with two updates vs plan.estimate_probe's phases (minus the weights)."""
     import torch
 
-    from spurious_rewards import clip_probe
+    from spurious_rewards.audit import clip_probe
 
     model, a = tiny_model(size)
     ids, attn = _padded_batch(a.vocab, 1)

@@ -17,7 +17,6 @@ import json
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,10 +24,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow"))
 
 from spurious_rewards import config as cfgmod  # noqa: E402
-from spurious_rewards import data, templates, train  # noqa: E402
+from spurious_rewards import data, templates  # noqa: E402
+from spurious_rewards import training as train  # noqa: E402
 
 
 def peak_rss_mb() -> float:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_analysis as ba  # noqa: E402
 
-from spurious_rewards import aggregate  # noqa: E402
+from spurious_rewards.analysis import aggregate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
