@@ -533,6 +533,59 @@ def collect_checkpoints(spec: Mapping[str, Any], ckpt_dir: Path, hf_dir: Path) -
     return missing
 
 
+#: prompts the p_code probe reads (the TRL backend probes the same first 64 training prompts)
+PROBE_PROMPTS = 64
+
+
+def complete_rows(spec: Mapping[str, Any], records: Sequence[Mapping[str, Any]], hf_dir: Path,
+                  rows: list[dict]) -> list[dict]:
+    """OpenRLHF's rows completed to the shared metrics row (``training.common.MetricsRow``).
+
+    OpenRLHF logs the reward, accuracy and code frequency (our reward file's extra logs) and
+    the clip ratio at every step, but cannot run our logit probe inside its Ray actors. So
+    ``p_code`` is measured here, after the run, on the base model (a step-0 row, as the TRL
+    backend writes) and on every saved checkpoint; steps without a checkpoint get None.
+    """
+    from .. import probes
+    from .common import METRICS_KEYS
+
+    steps = [s for s in spec["checkpoint_steps"] if (hf_dir / f"step_{s}").is_dir()]
+    measured = _p_codes(spec, records, {0: spec["model"]["path"], **{s: hf_dir / f"step_{s}" for s in steps}},
+                        probes)
+    out = [{"step": 0, "p_code": measured.get(0), "wall_time": 0.0}]
+    for row in rows:
+        row = dict(row)
+        row["p_code"] = measured.get(row["step"])
+        for key in METRICS_KEYS:
+            row.setdefault(key, None)
+        out.append(row)
+    return out
+
+
+def _p_codes(spec: Mapping[str, Any], records: Sequence[Mapping[str, Any]], models: Mapping[int, Any],
+             probes: Any) -> dict[int, float]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(spec["model"]["path"])
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    prompts = [templates.render_prompt(tok, spec["model"]["template"], r["prompt"])
+               for r in list(records)[:PROBE_PROMPTS]]
+    cuda = torch.cuda.is_available()
+    ids = probes.code_token_ids(tok)  # one vocabulary scan for every checkpoint
+    out: dict[int, float] = {}
+    for step, path in models.items():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if cuda else torch.float32)
+        model.to("cuda" if cuda else "cpu").eval()
+        probs = probes.first_token_code_probability(model, tok, prompts, code_ids=ids)
+        out[step] = sum(probs) / len(probs) if probs else float("nan")
+        del model
+        if cuda:
+            torch.cuda.empty_cache()
+    return out
+
+
 def _ensure_tokenizer(spec: Mapping[str, Any], target: Path) -> None:
     """Evaluation loads the tokenizer from the checkpoint; copy the base model's if OpenRLHF left none."""
     if (target / "tokenizer_config.json").exists():
@@ -663,5 +716,6 @@ def train_openrlhf(spec: dict, *, data_path: Path, state_dir: Path) -> None:
     missing = collect_checkpoints(spec, layout(work)["ckpt"], state_dir / "hf")
     if missing:
         raise RuntimeError(f"OpenRLHF finished without HF checkpoints for steps {missing} in {layout(work)['ckpt']}")
+    final = complete_rows(spec, records, state_dir / "hf", final)
     with io.atomic_output(state_dir / "metrics.jsonl") as tmp:
         Path(tmp).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in final))
