@@ -353,3 +353,29 @@ def test_paper_numbers_file_is_complete() -> None:
     # every model named there is one of config/paper.yaml's
     paper_models = set(yaml.safe_load((ROOT / "config/paper.yaml").read_text())["models"])
     assert set(paper["model"]) <= paper_models
+
+
+def test_config_alpha_sets_every_interval_and_the_verdict(study, tmp_path: Path) -> None:
+    """``audit.verdict.alpha`` reaches `spurious aggregate` end to end: alpha 0.5 gives narrower intervals."""
+    import copy
+    import json
+    import subprocess
+    import sys
+
+    cfg, root, paths = study
+    wide = copy.deepcopy(cfg)
+    wide["audit"]["verdict"]["alpha"] = 0.5
+    out = tmp_path / "alpha50"
+    res = subprocess.run([sys.executable, "-m", "spurious_rewards.cli", "aggregate", "--spec", json.dumps(wide),
+                          "--results-dir", str(root), "--out-dir", str(out), "--n-boot", "400"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    a = pd.read_csv(paths["summary_stats"]).dropna(subset=["ci_low"])
+    b = pd.read_csv(out / "aggregate" / "summary_stats.csv").dropna(subset=["ci_low"])
+    assert len(a) == len(b) > 0
+    width_a, width_b = (a["ci_high"] - a["ci_low"]).to_numpy(), (b["ci_high"] - b["ci_low"]).to_numpy()
+    assert (width_b <= width_a + 1e-12).all()
+    assert (width_b[width_a > 0] < width_a[width_a > 0]).all()  # every non-degenerate interval shrinks
+    va, vb = pd.read_csv(paths["verdict"]), pd.read_csv(out / "aggregate" / "verdict.csv")
+    assert not va[["gain_best_low", "gain_best_high"]].equals(vb[["gain_best_low", "gain_best_high"]])
+    assert "50% CI" in (out / "summary.md").read_text()
