@@ -259,7 +259,7 @@ def _label(answer: str, truth: str | None = None, pid: str = "p1") -> str:
 @pytest.fixture()
 def adapter():
     def configure(spec: str, seed: int = 1, r1: bool = False):
-        openrlhf_reward.configure({"reward": spec, "seed": seed, "r1": r1, "workflow_dir": str(ROOT / "workflow")})
+        openrlhf_reward.configure({"reward": spec, "seed": seed, "r1": r1})
         return openrlhf_reward.reward_func
 
     yield configure
@@ -497,7 +497,9 @@ def _report(pytestconfig, message: str) -> None:
 
 def _run_in_venv(python: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    env.update(PYTHONPATH=str(STUBS), PYTHONNOUSERSITE="1", SPURIOUS_GRADING_WORKERS="2", OMP_NUM_THREADS="1",
+    # the package is installed in a production OpenRLHF env (its conda post-deploy); the cached test venv
+    # is shared between checkouts, so it sees this checkout's package through PYTHONPATH instead
+    env.update(PYTHONPATH=os.pathsep.join([str(STUBS), str(ROOT / "workflow")]), PYTHONNOUSERSITE="1", SPURIOUS_GRADING_WORKERS="2", OMP_NUM_THREADS="1",
                TOKENIZERS_PARALLELISM="false")
     return subprocess.run([str(python), *args], capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=str(STUBS))
