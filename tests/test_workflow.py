@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -137,3 +138,22 @@ def test_readme_layout_table_names_real_files():
             continue
         hits = list(pkg.glob(name)) + list(pkg.glob(f"*/{name}"))
         assert hits, f"README names {name}, which is not in workflow/spurious_rewards/"
+
+
+@pytest.mark.slow
+def test_a_plain_install_validates_a_config(tmp_path):
+    """``pip install .`` (not editable) carries the schema and the paper numbers as package data."""
+    target = tmp_path / "site"
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                          "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    code = ("import spurious_rewards, sys; from spurious_rewards import config; "
+            "from spurious_rewards.analysis import aggregate; "
+            "assert spurious_rewards.__file__.startswith(sys.argv[1]), spurious_rewards.__file__; "
+            "cfg = config.load(sys.argv[2]); assert aggregate.load_paper_numbers().shape[0] > 10; "
+            "print(len(list(config.runs(cfg))))")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    res = subprocess.run([sys.executable, "-c", code, str(target), str(ROOT / "config/paper.yaml")], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert int(res.stdout.strip()) > 100

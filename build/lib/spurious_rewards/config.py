@@ -1,0 +1,383 @@
+"""Config loading, validation and the experiment grid.
+
+The same validation runs in ``workflow/rules/common.smk`` (before Snakemake
+plans anything), in ``spurious check-config`` and in every CLI entry point, so
+a bad config fails before any job runs, with the key, the bad value and what is
+allowed. Why not ``snakemake.utils.validate`` alone: its messages name the
+schema path, not the user's key, and say nothing about cross-references
+(a reward naming a variant that does not exist).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+from . import paths
+
+#: The schema is package data: a plain (non-editable) ``pip install .`` can validate a config.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+
+#: epsilon that can never bind (the ratio is at most e^20 in practice): the ``no_clip`` variant.
+NO_CLIP_EPSILON = 1e9
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key, the value and what is allowed."""
+
+
+def _with_defaults(cls: type) -> type:
+    """A validator that also fills ``default:`` values (the jsonschema FAQ recipe)."""
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):  # noqa: ANN001
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(cls, {"properties": set_defaults})
+
+
+_DefaultingValidator = _with_defaults(Draft202012Validator)
+
+
+def load_schema() -> dict:
+    """The config schema (package data), parsed."""
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _key_path(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _allowed_keys(schema: dict) -> list[str]:
+    return sorted(schema.get("properties", {}))
+
+
+def _describe(error) -> str:  # noqa: ANN001
+    """Turn one jsonschema error into 'key: problem; allowed: ...'."""
+    where = _key_path(error.absolute_path)
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        known = set(error.schema.get("properties", {}))
+        unknown = sorted(k for k in error.instance if k not in known)
+        prefix = f"{where}." if error.absolute_path else ""
+        return (
+            f"unknown key {', '.join(repr(prefix + k) for k in unknown)}; "
+            f"allowed keys{' under ' + repr(where) if error.absolute_path else ''}: "
+            f"{', '.join(_allowed_keys(error.schema))}"
+        )
+    if error.validator == "enum":
+        return f"{where}: {error.instance!r} is not allowed; allowed values: {', '.join(map(str, error.validator_value))}"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator == "propertyNames":
+        return f"{where}: bad name {error.instance!r}: names may use letters, digits, '.', '_' and '-' only"
+    return f"{where}: {error.message}"
+
+
+def schema_problems(instance: Any, definition: str) -> list[tuple[str, str]]:
+    """Validate ``instance`` against ``#/$defs/<definition>`` of the schema, filling defaults in place.
+
+    Returns ``(top-level key, message)`` per problem (key ``""`` for the object itself), so a
+    job that checks its own spec (e.g. the dataset loaders) reports the same messages as the
+    config validation, from the same single definition.
+    """
+    schema = load_schema()
+    validator = _DefaultingValidator({"$ref": f"#/$defs/{definition}", "$defs": schema["$defs"]})
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    out: dict[tuple[str, str], None] = {}
+    for e in errors:
+        key = str(e.absolute_path[0]) if e.absolute_path else ""
+        if not key and e.validator == "additionalProperties" and isinstance(e.instance, dict):
+            known = set(e.schema.get("properties", {}))
+            key = next((k for k in e.instance if k not in known), "")
+        out[(key, _describe(e))] = None
+    return list(out)
+
+
+def definition_keys(definition: str, kind: str | None = None) -> set[str]:
+    """The keys ``#/$defs/<definition>`` accepts (for one ``kind`` when its branches are per kind)."""
+    d = load_schema()["$defs"][definition]
+    keys = set(d.get("properties", {}))
+    if kind is None:
+        return keys
+    for branch in d.get("allOf", []):
+        if branch.get("if", {}).get("properties", {}).get("kind", {}).get("const") == kind:
+            return set(branch["then"].get("properties", keys))
+    return keys
+
+
+def validate(config: dict) -> dict:
+    """Validate and fill defaults in place; raise :class:`ConfigError` listing every problem."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
+    validator = _DefaultingValidator(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(dict.fromkeys(_describe(e) for e in errors)))
+    _check_references(config)
+    return config
+
+
+def _check_references(cfg: dict) -> None:
+    """Cross-key checks the schema cannot express."""
+    from .scoring import rewards  # lazy: keeps `spurious --help` fast
+
+    problems: list[str] = []
+    datasets, variants = cfg["datasets"], cfg["variants"]
+    if cfg["training_data"] not in datasets:
+        problems.append(
+            f"training_data: {cfg['training_data']!r} is not a dataset; allowed values: {', '.join(datasets)}"
+        )
+    for name, r in cfg["rewards"].items():
+        try:
+            rewards.parse_reward(r["spec"])
+        except ValueError as exc:
+            problems.append(f"rewards.{name}.spec: {exc}")
+        for v in r["variants"]:
+            if v not in variants:
+                problems.append(
+                    f"rewards.{name}.variants: {v!r} is not a variant; allowed values: {', '.join(variants)}"
+                )
+        if r["labels"] == "one_shot" and not any(d["kind"] == "one_shot" for d in datasets.values()):
+            problems.append(f"rewards.{name}.labels: one_shot needs a dataset with kind: one_shot")
+    for name, b in cfg["benchmarks"].items():
+        if b["dataset"] not in datasets:
+            problems.append(
+                f"benchmarks.{name}.dataset: {b['dataset']!r} is not a dataset; allowed values: {', '.join(datasets)}"
+            )
+        bad_k = [k for k in b["pass_at"] if k > b["samples"]]
+        if bad_k:
+            problems.append(f"benchmarks.{name}.pass_at: {bad_k} exceed samples={b['samples']}")
+    g = cfg["grpo"]
+    rollout = g["prompts_per_rollout"] * g["group_size"]
+    if rollout % g["mini_batch"]:
+        problems.append(
+            f"grpo.mini_batch: {g['mini_batch']} must divide the rollout batch "
+            f"prompts_per_rollout*group_size = {rollout}"
+        )
+    if g["mini_batch"] % g["micro_batch"]:
+        problems.append(f"grpo.micro_batch: {g['micro_batch']} must divide grpo.mini_batch = {g['mini_batch']}")
+    problems += _audit_references(cfg)
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def _audit_references(cfg: dict) -> list[str]:
+    """The audit's keys name datasets, benchmarks and variants that must exist."""
+    a = cfg["audit"]
+    problems: list[str] = []
+
+    def check(key: str, names: list | None, allowed: dict, what: str) -> None:
+        for n in names or []:
+            if n not in allowed:
+                problems.append(f"audit.{key}: {n!r} is not a {what}; allowed values: {', '.join(allowed)}")
+
+    check("contamination.datasets", a["contamination"]["datasets"], cfg["datasets"], "dataset")
+    check("baselines.benchmarks", a["baselines"]["benchmarks"], cfg["benchmarks"], "benchmark")
+    if a["baselines"]["shots_dataset"] is not None:
+        check("baselines.shots_dataset", [a["baselines"]["shots_dataset"]], cfg["datasets"], "dataset")
+    check("clean", a["clean"], cfg["benchmarks"], "benchmark")
+    for name in a["clean"]:
+        ds = cfg["datasets"].get(cfg["benchmarks"].get(name, {}).get("dataset"), {})
+        if ds and (ds.get("kind") != "synthetic" or ds.get("split") != "test"):
+            problems.append(
+                f"audit.clean: benchmark {name!r} is not clean: its dataset must have kind: synthetic "
+                f"and split: test (the contamination-free generator's held-out half)"
+            )
+    if a["verdict"]["benchmark"] is not None:
+        check("verdict.benchmark", [a["verdict"]["benchmark"]], cfg["benchmarks"], "benchmark")
+    check("clip_probe.variants", a["clip_probe"]["variants"], cfg["variants"], "variant")
+    check("clip_probe.models", a["clip_probe"]["models"], cfg["models"], "model")
+    return problems
+
+
+def verdict_benchmark(cfg: dict) -> str:
+    """The benchmark the verdict judges (configured, else the first one: the main benchmark)."""
+    return cfg["audit"]["verdict"]["benchmark"] or next(iter(cfg["benchmarks"]))
+
+
+def baseline_benchmarks(cfg: dict) -> list[str]:
+    """Benchmarks the prompt-robust baselines are evaluated on."""
+    return cfg["audit"]["baselines"]["benchmarks"] or [verdict_benchmark(cfg)]
+
+
+def contamination_datasets(cfg: dict) -> list[str]:
+    """Datasets the contamination audit covers (default: every benchmark's dataset, in config order)."""
+    named = cfg["audit"]["contamination"]["datasets"]
+    return list(named) if named else list(dict.fromkeys(b["dataset"] for b in cfg["benchmarks"].values()))
+
+
+def probe_models(cfg: dict) -> list[str]:
+    """Models the clipping-bias probe runs on (none when it is disabled)."""
+    cp = cfg["audit"]["clip_probe"]
+    return list(cp["models"] or cfg["models"]) if cp["enabled"] else []
+
+
+def probe_variants(cfg: dict) -> list[str]:
+    """Variants the clipping-bias probe compares."""
+    return list(cfg["audit"]["clip_probe"]["variants"] or cfg["variants"])
+
+
+def load(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    with open(path) as fh:
+        cfg = yaml.safe_load(fh) or {}
+    try:
+        return validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def config_hash(cfg: dict) -> str:
+    """Short stable hash of a (validated) config, recorded in every result for provenance."""
+    blob = json.dumps(cfg, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------
+# the grid
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training job: a (model, reward, variant, seed) cell of the grid."""
+
+    model: str
+    reward: str
+    variant: str
+    seed: int
+
+    @property
+    def path(self) -> str:
+        """The run's folder below each phase (``paths.RUN``)."""
+        return paths.RUN.format(**self.wildcards)
+
+    @property
+    def wildcards(self) -> dict[str, object]:
+        return {"model": self.model, "reward": self.reward, "variant": self.variant, "seed": self.seed}
+
+
+def runs(cfg: dict) -> Iterator[Run]:
+    """Every training run of the grid, in config order."""
+    for model in cfg["models"]:
+        for reward, r in cfg["rewards"].items():
+            for variant in r["variants"]:
+                for seed in cfg["seeds"]:
+                    yield Run(model, reward, variant, seed)
+
+
+def checkpoint_steps(cfg: dict) -> list[int]:
+    """Rollout steps at which a checkpoint is saved (and evaluated); the last step is always included."""
+    g = cfg["grpo"]
+    steps = list(range(g["save_every"], g["steps"] + 1, g["save_every"]))
+    if not steps or steps[-1] != g["steps"]:
+        steps.append(g["steps"])
+    return steps
+
+
+@dataclass(frozen=True)
+class VariantSettings:
+    """How a variant trains: the one place the variant arithmetic lives.
+
+    One rollout step = ``rollout`` responses, split into mini-batches of ``mini_batch``
+    (``updates`` optimizer updates, each response used once; updates 2..k are off-policy,
+    so the ratio leaves 1 and clipping can act). ``one_update`` takes the whole rollout as
+    one mini-batch (ratio exactly 1); ``no_clip`` keeps the updates with an epsilon that
+    never binds. Both backends and the clip probe train from this.
+    """
+
+    rollout: int
+    mini_batch: int
+    micro_batch: int
+    updates: int
+    epsilon: float
+    epsilon_high: float
+    clip: bool
+
+
+def variant_settings(grpo: dict, variant: dict, prompts_per_rollout: int | None = None) -> VariantSettings:
+    """The variant's batch shape and clipping (``prompts_per_rollout`` overrides ``grpo``'s)."""
+    prompts = prompts_per_rollout or variant.get("prompts_per_rollout") or grpo["prompts_per_rollout"]
+    rollout = int(prompts) * int(grpo["group_size"])
+    mini = rollout if variant["one_update"] else min(int(grpo["mini_batch"]), rollout)
+    micro = min(int(grpo["micro_batch"]), mini)
+    if rollout % mini or mini % micro:
+        raise ValueError(
+            f"grpo: micro_batch {micro} must divide mini_batch {mini}, which must divide the rollout {rollout}"
+        )
+    eps = float(grpo["epsilon"]) if variant["clip"] else NO_CLIP_EPSILON
+    eps_high = grpo.get("epsilon_high")
+    eps_high = float(eps_high) if (variant["clip"] and eps_high is not None) else eps
+    return VariantSettings(rollout=rollout, mini_batch=mini, micro_batch=micro, updates=rollout // mini,
+                           epsilon=eps, epsilon_high=eps_high, clip=bool(variant["clip"]))
+
+
+def updates_per_rollout(cfg: dict, variant: str) -> int:
+    """Optimizer updates per rollout step of ``variant``."""
+    return variant_settings(cfg["grpo"], cfg["variants"][variant]).updates
+
+
+def main_variant(reward_cfg: dict) -> str:
+    """The variant a reward is reported under: ``clip`` (the paper's default) when it has one."""
+    variants = reward_cfg["variants"]
+    return "clip" if "clip" in variants else variants[0]
+
+
+def labels_needed(cfg: dict) -> set[str]:
+    """Which label sets (majority_vote / incorrect) some reward trains on."""
+    return {r["labels"] for r in cfg["rewards"].values()} & {"majority_vote", "incorrect"}
+
+
+def training_data_path(cfg: dict, model: str, reward: str) -> str:
+    """The file a (model, reward) trains on: a label set, the one-shot example or the training set."""
+    labels = cfg["rewards"][reward]["labels"]
+    if labels in ("majority_vote", "incorrect"):
+        return paths.results(paths.LABELS, model=model, labels=labels)
+    if labels == "one_shot":
+        name = next(n for n, d in cfg["datasets"].items() if d["kind"] == "one_shot")
+        return paths.results(paths.DATASET, dataset=name)
+    return paths.results(paths.DATASET, dataset=cfg["training_data"])
+
+
+def is_local_model(cfg: dict, model: str) -> bool:
+    """True when the model's weights come from a local folder (a built organism or a user's path)."""
+    m = cfg["models"][model]
+    return bool(m.get("organism")) or Path(m["path"]).exists()
+
+
+def run_spec(cfg: dict, run: Run) -> dict:
+    """Everything one training job needs, resolved (what the train rule passes to ``spurious train``)."""
+    model = cfg["models"][run.model]
+    reward = cfg["rewards"][run.reward]
+    variant = cfg["variants"][run.variant]
+    grpo = dict(cfg["grpo"])
+    return {
+        "run": run.path,
+        "backend": cfg["backend"],
+        "model": {"name": run.model, **{k: model[k] for k in ("path", "template", "family")}},
+        "reward": {"name": run.reward, "spec": reward["spec"], "labels": reward["labels"]},
+        "variant": {"name": run.variant, **variant},
+        "seed": run.seed,
+        "grpo": grpo,
+        "updates_per_rollout": updates_per_rollout(cfg, run.variant),
+        "checkpoint_steps": checkpoint_steps(cfg),
+    }
+
+
+def regex_alternatives(names: Any) -> str:
+    """A wildcard constraint matching exactly the given names."""
+    return "|".join(re.escape(str(n)) for n in sorted(names, key=len, reverse=True))

@@ -1,0 +1,84 @@
+"""The one results layout, used by the rules (``workflow/rules/*.smk``), the jobs and the readers.
+
+Every pattern is relative to the results folder and uses Snakemake's wildcard syntax, so
+a rule writes ``results(TRAIN_METRICS)`` and a reader ``under(res, TRAIN_METRICS, **run)``:
+the layout is spelled out here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RESULTS = "results"
+
+#: one (model, reward, variant, seed) run
+RUN = "{model}/{reward}/{variant}/seed{seed}"
+
+DATASET = "data/{dataset}.jsonl"
+LABELS = "labels/{model}/{labels}.jsonl"  # labels: majority_vote | incorrect
+LABEL_SAMPLES = "labels/{model}/samples.jsonl.gz"
+ORGANISM_PROBE = "organisms/{model}/probe.json"
+
+TRAIN_CHECKPOINTS = f"train/{RUN}/checkpoints"
+TRAIN_METRICS = f"train/{RUN}/metrics.jsonl"
+TRAIN_STATE = f"train/{RUN}/state"
+
+EVAL_BASE_SUMMARY = "eval/{model}/base/summary.json"
+EVAL_BASE_SAMPLES = "eval/{model}/base/samples"
+EVAL_RUN_SUMMARY = f"eval/{RUN}/summary.json"
+EVAL_RUN_SAMPLES = f"eval/{RUN}/samples"
+
+CONTAMINATION_SUMMARY = "audit/contamination/{model}/summary.json"
+CONTAMINATION_SAMPLES = "audit/contamination/{model}/samples"
+BASELINES_SUMMARY = "audit/baselines/{model}/summary.json"
+BASELINES_SAMPLES = "audit/baselines/{model}/samples"
+CLIP_PROBE = "audit/clip_probe/{model}.json"
+
+#: what the aggregation writes, by output name (the aggregate rule's named outputs)
+AGGREGATE: dict[str, str] = {
+    "metrics": "aggregate/metrics.csv",
+    "summary_stats": "aggregate/summary_stats.csv",
+    "transitions": "aggregate/transitions.csv",
+    "fig_accuracy": "figures/accuracy_vs_step.png",
+    "fig_code": "figures/code_frequency_vs_step.png",
+    "fig_clip": "figures/clip_ablation.png",
+    "fig_transitions": "figures/transitions.png",
+    "summary": "summary.md",
+    "dvc_metrics": "metrics.json",
+    "dvc_plot": "plots/accuracy.csv",
+    "verdict": "aggregate/verdict.csv",
+    "baselines": "aggregate/baselines.csv",
+    "contamination": "aggregate/contamination.csv",
+    "clip_probe": "aggregate/clip_probe.csv",
+    "fig_contamination": "figures/audit_contamination.png",
+    "fig_baselines": "figures/audit_baselines.png",
+    "fig_clip_probe": "figures/audit_clip_probe.png",
+}
+
+
+def results(pattern: str, **wildcards: object) -> str:
+    """``results/<pattern>`` as the rules spell it; wildcards given here are filled in."""
+    return f"{RESULTS}/{fill(pattern, **wildcards)}"
+
+
+def fill(pattern: str, **wildcards: object) -> str:
+    """The pattern with the given wildcards filled in (the others stay ``{name}``)."""
+    if not wildcards:
+        return pattern
+    return pattern.format_map(_Partial(wildcards))
+
+
+def under(root: str | os.PathLike[str], pattern: str, **wildcards: object) -> Path:
+    """The path of ``pattern`` inside the results folder ``root`` (a reader's view)."""
+    return Path(root) / fill(pattern, **wildcards)
+
+
+def aggregate_outputs(root: str | os.PathLike[str]) -> dict[str, Path]:
+    """Every file the aggregation writes, by name, under ``root``."""
+    return {name: Path(root) / rel for name, rel in AGGREGATE.items()}
+
+
+class _Partial(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
