@@ -1,1 +1,0 @@
-"""evaluation phase."""
