@@ -70,7 +70,7 @@ def flags(cmd: list[str]) -> dict[str, list[str]]:
 def test_paper_command_maps_every_grpo_setting(paper):
     spec = spec_of(paper, "Qwen2.5-Math-7B", "ground_truth", "clip", seed=3)
     cmd = command(spec)
-    assert cmd[:3] == ["python", "-m", "openrlhf.cli.train_ppo_ray"]
+    assert cmd[:4] == ["python", "-m", "spurious_rewards.openrlhf_patches", "--spurious.fidelity"]
     assert all(isinstance(a, str) for a in cmd)
     f = flags(cmd)
     expect = {
@@ -86,7 +86,7 @@ def test_paper_command_maps_every_grpo_setting(paper):
         "--data.max_samples": ["9600"],
         "--algo.kl.init_coef": ["0.0"],
         "--actor.eps_clip": ["0.2"],
-        "--actor.loss_agg_mode": ["seq-mean-token-mean"],
+        "--actor.loss_agg_mode": ["token-mean"],
         "--actor.adam.lr": ["5e-07"],
         "--actor.lr_scheduler": ["constant"],
         "--actor.lr_warmup_ratio": ["0"],
@@ -488,8 +488,8 @@ def _report(pytestconfig, message: str) -> None:
 
 def _run_in_venv(python: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    env.update(PYTHONPATH=str(STUBS), PYTHONNOUSERSITE="1", SPURIOUS_GRADING_WORKERS="2", OMP_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false")
+    env.update(PYTHONPATH=os.pathsep.join([str(STUBS), str(ROOT / "workflow")]), PYTHONNOUSERSITE="1",
+               SPURIOUS_GRADING_WORKERS="2", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     return subprocess.run([str(python), *args], capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=str(STUBS))
 
@@ -531,7 +531,7 @@ def test_every_paper_command_parses_with_openrlhf(openrlhf_python, paper, tmp_pa
     assert not failed, failed[:3]
     for spec, cmd, res in zip(specs, cmds, results, strict=False):
         a = res["args"]
-        for tok in cmd[3:]:
+        for tok in cmd[5:]:
             if tok.startswith("--"):
                 _lookup(a, tok.partition("=")[0])  # no argparse abbreviation slipped through
         g = spec["grpo"]
@@ -548,6 +548,7 @@ def test_every_paper_command_parses_with_openrlhf(openrlhf_python, paper, tmp_pa
         assert all(s % a["ckpt"]["save_steps"] == 0 for s in spec["checkpoint_steps"])
         if spec["model"]["template"] == "r1":
             assert a["data"]["input_template"] == templates.R1_TEMPLATE and not a["data"]["apply_chat_template"]
+            assert set(res["patches"]) >= {"stop_strings", "prompt_order"}
         else:
             assert a["data"]["apply_chat_template"] and a["data"]["input_template"] is None
     assert results[len(cmds)]["args"]["logger"]["wandb"]["key"] == "0" * 40
