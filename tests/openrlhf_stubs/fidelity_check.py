@@ -88,7 +88,7 @@ def main() -> int:
     loss_fn = PolicyLoss(clip_eps_low=req["eps"], clip_eps_high=req["eps"], token_level_loss=True)
     adv = torch.cat([e.advantages.flatten() for e in exps])
     mask = torch.cat([e.action_mask.flatten() for e in exps]).float()
-    delta = (torch.arange(adv.numel(), dtype=torch.float32) % 7 - 3) * 0.05
+    delta = (torch.arange(adv.numel(), dtype=torch.float32) % 7 - 3) * 0.1  # ratios 0.74..1.35: clipping binds
     loss = loss_fn(delta.unsqueeze(0), torch.zeros(1, adv.numel()), adv.unsqueeze(0), mask.unsqueeze(0))
     loss = loss[0] if isinstance(loss, tuple) else loss
     out["policy_loss"] = {"loss": float(loss), "delta": delta.tolist(), "adv": adv.tolist(), "mask": mask.tolist()}

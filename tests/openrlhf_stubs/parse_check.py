@@ -25,7 +25,6 @@ import sys
 from types import SimpleNamespace
 from typing import Any
 
-
 #: Our launcher (``python -m spurious_rewards.openrlhf_patches --spurious.fidelity JSON <OpenRLHF argv>``).
 LAUNCHER = "spurious_rewards.openrlhf_patches"
 
