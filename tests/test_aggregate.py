@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from spurious_rewards import config as cfgmod
 from spurious_rewards import io, provenance, stats
 from spurious_rewards import paths as layout
 from spurious_rewards.analysis import aggregate, classify
 from spurious_rewards.audit import clip_probe
 from spurious_rewards.evaluation import evaluate
-from spurious_rewards import config as cfgmod
 
 ROOT = Path(__file__).resolve().parents[1]
 N_PROBLEMS = 24

@@ -20,7 +20,6 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 
-from spurious_rewards.data import synthetic  # noqa: E402
 from spurious_rewards.data import (  # noqa: E402
     ONE_SHOT_ANSWER,
     ONE_SHOT_PROMPT,
@@ -29,6 +28,7 @@ from spurious_rewards.data import (  # noqa: E402
     load_records,
     prepare,
     prepare_to_file,
+    synthetic,  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,9 +26,8 @@ from pathlib import Path
 import pytest
 
 from spurious_rewards import config as cfgmod
-from spurious_rewards import templates
+from spurious_rewards import templates, training
 from spurious_rewards.scoring import rewards
-from spurious_rewards import training
 from spurious_rewards.training import common as train_common
 from spurious_rewards.training import openrlhf_backend as openrlhf
 from spurious_rewards.training import openrlhf_reward
@@ -75,7 +74,7 @@ def flags(cmd: list[str]) -> dict[str, list[str]]:
 def test_paper_command_maps_every_grpo_setting(paper):
     spec = spec_of(paper, "Qwen2.5-Math-7B", "ground_truth", "clip", seed=3)
     cmd = command(spec)
-    assert cmd[:3] == ["python", "-m", "openrlhf.cli.train_ppo_ray"]
+    assert cmd[:4] == ["python", "-m", "spurious_rewards.training.openrlhf_patches", "--spurious.fidelity"]
     assert all(isinstance(a, str) for a in cmd)
     f = flags(cmd)
     expect = {
@@ -91,7 +90,7 @@ def test_paper_command_maps_every_grpo_setting(paper):
         "--data.max_samples": ["9600"],
         "--algo.kl.init_coef": ["0.0"],
         "--actor.eps_clip": ["0.2"],
-        "--actor.loss_agg_mode": ["seq-mean-token-mean"],
+        "--actor.loss_agg_mode": ["token-mean"],
         "--actor.adam.lr": ["5e-07"],
         "--actor.lr_scheduler": ["constant"],
         "--actor.lr_warmup_ratio": ["0"],
@@ -499,8 +498,8 @@ def _run_in_venv(python: Path, args: list[str], timeout: float) -> subprocess.Co
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     # the package is installed in a production OpenRLHF env (its conda post-deploy); the cached test venv
     # is shared between checkouts, so it sees this checkout's package through PYTHONPATH instead
-    env.update(PYTHONPATH=os.pathsep.join([str(STUBS), str(ROOT / "workflow")]), PYTHONNOUSERSITE="1", SPURIOUS_GRADING_WORKERS="2", OMP_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false")
+    env.update(PYTHONPATH=os.pathsep.join([str(STUBS), str(ROOT / "workflow")]), PYTHONNOUSERSITE="1",
+               SPURIOUS_GRADING_WORKERS="2", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     return subprocess.run([str(python), *args], capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=str(STUBS))
 
@@ -542,7 +541,7 @@ def test_every_paper_command_parses_with_openrlhf(openrlhf_python, paper, tmp_pa
     assert not failed, failed[:3]
     for spec, cmd, res in zip(specs, cmds, results, strict=False):
         a = res["args"]
-        for tok in cmd[3:]:
+        for tok in cmd[5:]:
             if tok.startswith("--"):
                 _lookup(a, tok.partition("=")[0])  # no argparse abbreviation slipped through
         g = spec["grpo"]
@@ -559,6 +558,7 @@ def test_every_paper_command_parses_with_openrlhf(openrlhf_python, paper, tmp_pa
         assert all(s % a["ckpt"]["save_steps"] == 0 for s in spec["checkpoint_steps"])
         if spec["model"]["template"] == "r1":
             assert a["data"]["input_template"] == templates.R1_TEMPLATE and not a["data"]["apply_chat_template"]
+            assert set(res["patches"]) >= {"stop_strings", "prompt_order"}
         else:
             assert a["data"]["apply_chat_template"] and a["data"]["input_template"] is None
     assert results[len(cmds)]["args"]["logger"]["wandb"]["key"] == "0" * 40

@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from spurious_rewards import config, data, io, paths, provenance, training
-from spurious_rewards.analysis import samples
 from spurious_rewards import scoring as grading
+from spurious_rewards.analysis import samples
 from spurious_rewards.scoring import rewards, style
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

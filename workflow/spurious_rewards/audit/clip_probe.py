@@ -146,7 +146,7 @@ class _Measure:
                  top_p: float, max_new_tokens: int, seed: int) -> None:  # noqa: ANN001
         self.tok, self.records, self.samples = tokenizer, records, samples
         self.prompts = [templates.render_prompt(tokenizer, template, r["prompt"]) for r in records]
-        self.r1 = template == "r1"
+        self.r1 = templates.is_r1(template)
         self.stop = templates.stop_strings(template)
         self.kw = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
         self.seed = seed

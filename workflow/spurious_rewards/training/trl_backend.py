@@ -25,14 +25,19 @@ How the paper's OpenRLHF setup maps onto TRL's ``GRPOConfig`` (and where it diff
   bind, with the same updates; ``one_update`` sets mini_batch = rollout so TRL
   computes no old log-probs and the ratio is exactly 1.
 * advantages: (r - mean_g) / (std_g + eps) per group (``scale_rewards="group"``).
-  TRL uses eps 1e-4 (OpenRLHF 1e-9) and, like OpenRLHF 0.11, does not re-whiten
-  across the batch as the authors' fork did (paper-setup.md §7 quirk 1).
+  TRL uses eps 1e-4 (OpenRLHF 1e-9). ``grpo.advantage_whitening: batch_token`` then
+  whitens them across the rollout, token-weighted, as the authors' fork did
+  (:class:`trl_extensions.FidelityGRPOTrainer`; plain TRL, like OpenRLHF 0.11, does not).
 * loss aggregation: ``seq-mean-token-mean`` -> TRL ``grpo``; ``token-mean`` ->
-  TRL ``dapo`` (token sum / tokens of the whole mini-batch).
+  TRL ``dapo``: the mini-batch's token sum over the rollout's mean tokens per
+  mini-batch, so every token of an update weighs the same (``bnpo`` would instead
+  average per-micro-batch token means, which depends on the micro batch, a memory
+  setting).
 * KL: ``beta = kl_coef`` (paper 0: no reference model is loaded).
 * constant lr, no warmup; Adam betas from config (paper 0.9/0.95); grad-norm clip.
-* sampling at ``temperature``/``top_p``; TRL's HF generation has no stop
-  strings, so r1-template runs generate to EOS (as OpenRLHF 0.11 does).
+* sampling at ``temperature``/``top_p``; r1-template runs stop at the first
+  ``</answer>`` (kept) and their completion mask ends there
+  (:class:`trl_extensions.FidelityGRPOTrainer`), as the authors' vLLM ``stop``.
 * CPU: fp32, ``use_cpu``, no bf16 (GRPOConfig defaults bf16 to True).
 """
 
@@ -120,11 +125,12 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
 
     from .. import templates
     from ..scoring import rewards
     from ..scoring.style import is_code
+    from .trl_extensions import FidelityGRPOTrainer
 
     state_dir.mkdir(parents=True, exist_ok=True)
     trl_dir = state_dir / "trl"
@@ -134,7 +140,7 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
     steps_to_save = set(spec["checkpoint_steps"])
     model_path = spec["model"]["path"]
     template = spec["model"]["template"]
-    r1 = template == "r1"
+    r1 = templates.is_r1(template)
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
@@ -246,6 +252,8 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
             row["entropy"] = _mean(u.get("entropy") for u in ups)
             row["kl"] = _mean(u.get("kl") for u in ups)
             row["response_length"] = _mean(u.get("completions/mean_length") for u in ups)
+            if r1:
+                row["stopped_ratio"] = _mean(u.get("completions/stopped_ratio") for u in ups)
             row["grad_norm"] = _mean(u.get("grad_norm") for u in ups)
             row["loss"] = _mean(u.get("loss") for u in ups)
             row["p_code"] = p_code(model, tokenizer, probe_prompts)
@@ -254,7 +262,9 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
             metrics.append(row)
 
     roll = RolloutCallback()
-    trainer = GRPOTrainer(
+    trainer = FidelityGRPOTrainer(
+        stop_strings=templates.stop_strings(template) if r1 else (),
+        advantage_whitening=spec["grpo"].get("advantage_whitening", "none"),
         model=model_path,
         reward_funcs=[reward_func],
         args=GRPOConfig(**kwargs),
