@@ -143,9 +143,15 @@ def test_readme_layout_table_names_real_files():
 @pytest.mark.slow
 def test_a_plain_install_validates_a_config(tmp_path):
     """``pip install .`` (not editable) carries the schema and the paper numbers as package data."""
+    # a copy of the package's sources: setuptools builds in-tree (build/), which must not land in the checkout
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "workflow" / "spurious_rewards", src / "workflow" / "spurious_rewards",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     target = tmp_path / "site"
     res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                          "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=600)
+                          "--target", str(target), str(src)], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     code = ("import spurious_rewards, sys; from spurious_rewards import config; "
             "from spurious_rewards.analysis import aggregate; "
