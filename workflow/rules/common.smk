@@ -21,15 +21,23 @@ except cfgmod.ConfigError as exc:
 RUNS = list(cfgmod.runs(config))
 STEPS = cfgmod.checkpoint_steps(config)
 ORGANISM_DIR = "workflow/resources/organisms"
-# conda envs (used with --use-conda only): the GPU paths pin OpenRLHF's and vLLM's stacks
-TRAIN_ENV = (
-    "../../envs/train-openrlhf.yaml" if config["backend"] == "openrlhf" else "../../envs/pipeline.yaml"
-)
+# conda envs (used with --use-conda only), chosen per rule by the engine and device it runs on
+GPU_ENV = "../../envs/pipeline-gpu.yaml"  # CUDA torch: the TRL backend and the clip probe on a GPU
+CPU_ENV = "../../envs/pipeline.yaml"
+TRAIN_ENV = {
+    "openrlhf": "../../envs/train-openrlhf.yaml",
+    "trl": GPU_ENV if config["grpo"]["gpus"] > 0 else CPU_ENV,
+}[config["backend"]]
+# evaluation, labelling and the base-model audits: their own engine and GPUs
+EVAL_GPUS = config["evaluation"]["gpus"]
 EVAL_ENV = (
     "../../envs/eval-vllm.yaml"
-    if config["grpo"]["gpus"] > 0 and config["evaluation"]["engine"] in ("auto", "vllm")
-    else "../../envs/pipeline.yaml"
+    if config["evaluation"]["engine"] == "vllm" or (config["evaluation"]["engine"] == "auto" and EVAL_GPUS > 0)
+    else (GPU_ENV if EVAL_GPUS > 0 else CPU_ENV)
 )
+# the clip probe trains like the TRL backend, on one GPU when training has GPUs
+PROBE_GPUS = min(config["grpo"]["gpus"], 1)
+PROBE_ENV = GPU_ENV if PROBE_GPUS > 0 else CPU_ENV
 
 
 wildcard_constraints:
