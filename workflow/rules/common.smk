@@ -16,7 +16,9 @@ from spurious_rewards import paths
 try:
     cfgmod.validate(config)
 except cfgmod.ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
+    # name the user's file(s): Snakemake itself points at this line of common.smk
+    files = ", ".join(map(str, workflow.configfiles)) or "config.yaml"
+    raise WorkflowError(f"{files}: {exc}") from None
 
 RUNS = list(cfgmod.runs(config))
 STEPS = cfgmod.checkpoint_steps(config)
