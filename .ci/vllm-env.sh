@@ -80,7 +80,7 @@ export PIP_NO_INPUT=1
 # torch first, pinned to the CPU build: anything else lets pip resolve a multi-GB CUDA build
 if ! "${PIP[@]}" install -q "$TORCH_SPEC" >&2; then
     say "$TORCH_SPEC not in pip's indexes; trying $TORCH_CPU_INDEX"
-    "${PIP[@]}" install -q --index-url "$TORCH_CPU_INDEX" "$TORCH_SPEC" >&2
+    "${PIP[@]}" install -q --extra-index-url "$TORCH_CPU_INDEX" "$TORCH_SPEC" >&2
 fi
 
 tmp="$(mktemp -d)"
