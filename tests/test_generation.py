@@ -263,7 +263,7 @@ def test_vllm_greedy_agrees_with_hf(vllm_run: dict, engine: gen.HFEngine, parity
                                     pytestconfig: pytest.Config) -> None:
     """Token-for-token agreement on the organism in float32: every text identical."""
     res = vllm_run["result"]["generate"]
-    engine.batch_size = 32
+    engine.batch_size = len(parity_prompts)  # one batch: 4x faster than 32s, same texts (batch-invariant)
     try:
         hf = engine.generate(parity_prompts, temperature=0.0, max_new_tokens=PARITY_TOKENS, seed=0)
     finally:
