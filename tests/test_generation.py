@@ -202,17 +202,15 @@ def vllm_run(vllm_python: Path, engine: gen.HFEngine, prompts: list[str], parity
         return [render_prompt(engine.tokenizer, "chat", r["prompt"]) for r in data.load_records(path)]
 
     greedy = {"temperature": 0.0, "seed": 0}
-    r1 = prompts[-4:]
     calls = {
         "greedy": {"prompts": parity_prompts, "max_new_tokens": PARITY_TOKENS, **greedy},
         # the same prompts in another batch layout: half of them, reversed
         "greedy_other_batch": {"prompts": parity_prompts[: PARITY_PROBLEMS // 2][::-1],
                                "max_new_tokens": PARITY_TOKENS, **greedy},
         "greedy_n3": {"prompts": prompts[:3], "n": 3, "max_new_tokens": 20, **greedy},
-        "stop_full": {"prompts": prompts, "max_new_tokens": 40, **greedy},
-        "stop_cut": {"prompts": prompts, "max_new_tokens": 40, "stop": STOP, **greedy},
-        "r1_full": {"prompts": r1, "max_new_tokens": 96, **greedy},
-        "r1_cut": {"prompts": r1, "max_new_tokens": 96, "stop": stop_strings("r1"), **greedy},
+        # 96 tokens: the chat answers reach "output" (then "answer"), the r1 ones "answer" only
+        "stop_full": {"prompts": prompts, "max_new_tokens": 96, **greedy},
+        "stop_cut": {"prompts": prompts, "max_new_tokens": 96, "stop": STOP, **greedy},
         "sample_a": {"prompts": prompts[:10], "seed": 3, **SAMPLE_KW},
         "sample_b": {"prompts": prompts[:10], "seed": 3, **SAMPLE_KW},
         "sample_c": {"prompts": prompts[:10], "seed": 4, **SAMPLE_KW},
@@ -226,7 +224,7 @@ def vllm_run(vllm_python: Path, engine: gen.HFEngine, prompts: list[str], parity
                                   "stop": stop_strings("chat")},
     }
     request = {"model": str(SHIPPED), "seed": 0, "commands": commands, "generate": calls,
-               "prompt_ids": parity_prompts[:20] + r1}
+               "prompt_ids": parity_prompts[:20] + prompts[-4:]}
     (work / "request.json").write_text(json.dumps(request))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env.update(PYTHONPATH=str(ROOT / "workflow"), PYTHONNOUSERSITE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1",
@@ -296,14 +294,15 @@ def test_vllm_seeded_sampling_is_reproducible(vllm_run: dict) -> None:
 
 @pytest.mark.slow
 def test_vllm_stop_strings_kept_like_cut_at_stop(vllm_run: dict) -> None:
+    """vLLM stops at the earliest stop string and keeps it, which is what ``cut_at_stop`` does to HF text."""
     g = vllm_run["result"]["generate"]
-    hits = 0
+    ends = {s: 0 for s in STOP}
     for (full,), (cut,) in zip(g["stop_full"], g["stop_cut"], strict=True):
         assert cut == gen.cut_at_stop(full, STOP)
-        hits += cut != full
-    assert hits >= 5  # the organism says "answer"/"output" often enough for this to test something
-    for (full,), (cut,) in zip(g["r1_full"], g["r1_cut"], strict=True):
-        assert cut == gen.cut_at_stop(full, stop_strings("r1"))
+        for s in STOP:
+            ends[s] += cut != full and cut.endswith(s)
+    # both stops end some texts, "output" where "answer" comes later too (measured: 28 and 4 of 32)
+    assert all(ends.values()), ends
 
 
 @pytest.mark.slow
