@@ -728,6 +728,7 @@ def cost_plan(cfg: dict) -> list[Cost]:
         costs.append(c)
 
     # training
+    retention = cfg.get("retention", {})
     t = Cost("train_grpo", cpu=not gpu_jobs)
     n = max(1, g["gpus"]) if cfg["backend"] == "openrlhf" else 1
     save_bytes = 2 if cfg["backend"] == "openrlhf" else 4
@@ -742,17 +743,23 @@ def cost_plan(cfg: dict) -> list[Cost]:
         t.train_tokens += train_tok
         slow = 1.0 if cfg["backend"] == "openrlhf" else HF_GENERATE_SLOWDOWN
         t.gpu_hours += gen_hours(r.model, gen_tok, slow) + train_hours(r.model, train_tok) + n * JOB_STARTUP_S / 3600
-        ck = len(ckpts) * (a.params * save_bytes + TOKENIZER_BYTES)
-        t.storage["checkpoints (published)"] = t.storage.get("checkpoints (published)", 0) + ck
-        # state/ is kept after the run: a copy of every HF checkpoint plus the resumable state
-        if cfg["backend"] == "openrlhf":
-            from .training.openrlhf_backend import DS_CHECKPOINTS_KEPT
+        one = a.params * save_bytes + TOKENIZER_BYTES
+        keep = retention.get("checkpoints", "all")
+        ck = (len(ckpts) if keep == "all" else 1) * one
+        t.storage[f"checkpoints (published; retention {keep})"] = (
+            t.storage.get(f"checkpoints (published; retention {keep})", 0) + ck)
+        # state/: the published checkpoints are hard links into state/hf (no second copy), plus the
+        # resumable trainer state; `spurious prune` drops it with retention.state: prune
+        if retention.get("state", "keep") == "keep":
+            if cfg["backend"] == "openrlhf":
+                from .training.openrlhf_backend import DS_CHECKPOINTS_KEPT
 
-            resumable = DS_CHECKPOINTS_KEPT * a.params * (2 + 12)
-        else:
-            resumable = a.params * (4 + 8)  # TRL's one checkpoint: fp32 weights + Adam moments
-        t.storage["state/ (HF copies + resumable; deletable)"] = (
-            t.storage.get("state/ (HF copies + resumable; deletable)", 0) + ck + resumable)
+                resumable = DS_CHECKPOINTS_KEPT * a.params * (2 + 12)
+            else:
+                resumable = a.params * (4 + 8)  # TRL's one checkpoint: fp32 weights + Adam moments
+            unshared = (len(ckpts) - 1) * one if keep == "final" else 0  # pruned steps stay in state/hf
+            t.storage["state/ (resumable; spurious prune deletes it)"] = (
+                t.storage.get("state/ (resumable; spurious prune deletes it)", 0) + resumable + unshared)
     costs.append(t)
 
     # evaluation
