@@ -388,43 +388,69 @@ def _reward_kind(spec: dict) -> str:
 
 
 def _count(outcomes: list[str]) -> str:
-    parts = [f"{n} {'shows' if n == 1 else 'show'} {o}" if o == NONE else f"{n} {o.removeprefix('a ')}"
-             + ("" if n == 1 else "s") for o in (GAIN, NONE, LOSS) if (n := outcomes.count(o))]
-    return ", ".join(parts)
+    """``1 gain, 2 with no clear change, 1 loss`` (zero counts left out)."""
+    words = {GAIN: ("gain", "gains"), NONE: ("with no clear change", "with no clear change"),
+             LOSS: ("loss", "losses")}
+    return ", ".join(f"{n} {words[o][n != 1]}" for o in (GAIN, NONE, LOSS) if (n := outcomes.count(o)))
+
+
+def _paper_direction(gains: list[float]) -> str:
+    """The paper's numbers for a set of rewards in words: ``a gain for all 3 (+16.4 to +24.6 pp)``."""
+    lo, hi = min(gains), max(gains)
+    span = f"{lo:+.1f} pp" if len(gains) == 1 else f"{lo:+.1f} to {hi:+.1f} pp"
+    if len(gains) == 1:
+        word = GAIN if lo > 0 else LOSS if lo < 0 else NONE
+        return f"{word} ({span})"
+    everyone = f"for all {len(gains)}"
+    if lo > 0:
+        return f"a gain {everyone} ({span})"
+    if hi < 0:
+        return f"a loss {everyone} ({span})"
+    return f"gains and losses ({span})"
 
 
 def _model_paragraph(ix: StatIndex, cfg: dict, model: str, paper: pd.DataFrame | None,
                      analogues: dict[str, str]) -> dict | None:
+    """One model's findings: each reward's final gain on the main benchmark, its CI side, the paper's number."""
     main = next(iter(cfg["benchmarks"]))
     pm = _paper_model(cfg, model, paper, analogues) if paper is not None else None
-    parts, spurious = [], []
-    step = None
+    parts, steps = [], set()
+    spurious: list[tuple[str, str, float | None]] = []  # (label, outcome, paper gain)
+    outcomes: dict[str, str | None] = {}
     for reward, rspec in cfg["rewards"].items():
         v = cfgmod.main_variant(rspec)
-        step = ix.final_step(model, reward, v, main) or step
-        s = ix.final_step(model, reward, v, main)
-        row = ix.at(model, reward, v, main, "gain", s) if s is not None else None
+        step = ix.final_step(model, reward, v, main)
+        row = ix.at(model, reward, v, main, "gain", step) if step is not None else None
         if row is None or pd.isna(row["mean"]):
             continue
-        out = outcome(row)
-        text = f"{_label(reward, v)} {_gain_words(row) if out else md.pct(row['mean'], True) + ' pp'}"
-        text += f", {out}" if out else " (no CI)"
-        pg = _paper_gain(paper, pm, reward) if paper is not None else None
+        steps.add(step)
+        label = f"{reward} ({v})" if len(rspec["variants"]) > 1 else reward
+        out = outcomes[reward] = outcome(row)
+        text = f"{label}: " + (f"{_gain_words(row)}, {out}" if out else f"{md.pct(row['mean'], True)} pp (no CI)")
+        pg = _paper_gain(paper, pm, reward) if pm is not None else None
         if pg is not None:
-            text += f", where the paper reports {pg:+.1f} pp for {pm}"
+            text += f" (paper: {pg:+.1f} pp)"
         parts.append(text)
         if _reward_kind(rspec) == "spurious" and out:
-            spurious.append(out)
+            spurious.append((label, out, pg))
     if not parts:
         return None
     base = ix.base(model, main, "accuracy")
     head = f"**{model}** (family {_family(cfg, model)}"
-    head += f"; its paper counterpart: {pm}" if pm is not None and pm != model else ""
-    head += f"), base accuracy {md.pct(base['mean'])}%" if base is not None else ")"
-    text = f"{head}, gain on `{main}` after {step} steps: " + "; ".join(parts) + "."
-    if spurious:
-        text += f" Of its {len(spurious)} spurious reward{'s' if len(spurious) > 1 else ''}, {_count(spurious)}."
-    return {"model": model, "text": text}
+    if pm is not None:
+        head += "; the paper's numbers are its own" if pm == model else f"; compared with the paper's {pm}"
+    head += ")"
+    after = f" after {steps.pop()} steps" if len(steps) == 1 else ""
+    base_words = f" from a base accuracy of {md.pct(base['mean'])}%" if base is not None else ""
+    text = f"{head}, gain on `{main}`{after}{base_words}: " + "; ".join(parts) + "."
+    if len(spurious) > 1:
+        names = ", ".join(lab for lab, _, _ in spurious)
+        text += f" Spurious rewards ({names}): {_count([o for _, o, _ in spurious])}"
+        known = [g for _, _, g in spurious if g is not None]
+        if len(known) == len(spurious):
+            text += f", where the paper reports {_paper_direction(known)}"
+        text += "."
+    return {"model": model, "text": text, "outcomes": outcomes}
 
 
 def _style_split(tm: pd.DataFrame, model: str, reward: str, variant: str) -> tuple[float, float, float] | None:
@@ -444,9 +470,27 @@ def _sampled_greedy_pairs(cfg: dict) -> list[tuple[str, str]]:
             if bs["dataset"] == bg["dataset"] and float(bs["temperature"]) > 0 and float(bg["temperature"]) == 0]
 
 
+def _style_facts(ix: StatIndex, trans: pd.DataFrame, model: str, reward: str, variant: str,
+                 benchmark: str) -> tuple[str, tuple[float, float, float] | None]:
+    """How the style mix moved on one benchmark, in words, and the transitions' (switched, kept, share)."""
+    st = ix.final_step(model, reward, variant, benchmark)
+    c0 = ix.at(model, reward, variant, benchmark, "code_frequency", 0)
+    c1 = ix.at(model, reward, variant, benchmark, "code_frequency", st)
+    split = _style_split(_mean_transitions(trans, benchmark), model, reward, variant)
+    words = []
+    if c0 is not None and c1 is not None:
+        words.append(f"code-style answers {md.pct(c0['mean'])}% → {md.pct(c1['mean'])}%")
+    if split is not None:
+        sw, kept, share = split
+        words.append(f"the {md.pct(share)}% of problems whose first answer switched style changed the accuracy "
+                     f"by {sw:+.1f} pp, those that kept their style by {kept:+.1f} pp")
+    return "; ".join(words), split
+
+
 def _disagreement(ix: StatIndex, trans: pd.DataFrame, cfg: dict, model: str, reward: str, variant: str,
                   sampled: str, greedy: str) -> str | None:
-    """A paragraph when the two benchmarks' CIs lie on opposite sides of 0, with the measured style shift."""
+    """A paragraph when a sampled and a greedy benchmark's CIs lie on opposite sides of 0, with the measured
+    style shift on each that explains it (None when they do not disagree)."""
     rows = {}
     for b in (sampled, greedy):
         st = ix.final_step(model, reward, variant, b)
@@ -455,38 +499,24 @@ def _disagreement(ix: StatIndex, trans: pd.DataFrame, cfg: dict, model: str, rew
     if {outs[sampled], outs[greedy]} != {GAIN, LOSS}:
         return None
     t = {b: cfg["benchmarks"][b]["temperature"] for b in (sampled, greedy)}
-    text = (f"**{model}, {_label(reward, variant)}: the sampled and the greedy benchmark disagree.** "
+    text = (f"**{model}, {_label(reward, variant)}: sampled and greedy decoding disagree.** "
             f"{_gain_words(rows[sampled])} on `{sampled}` (T={t[sampled]:g}, {outs[sampled]}) but "
             f"{_gain_words(rows[greedy])} on `{greedy}` (T={t[greedy]:g}, {outs[greedy]}).")
-    facts = []
-    for b, how in ((sampled, "sampled"), (greedy, "greedy")):
-        st = ix.final_step(model, reward, variant, b)
-        c0 = ix.at(model, reward, variant, b, "code_frequency", 0)
-        c1 = ix.at(model, reward, variant, b, "code_frequency", st)
-        split = _style_split(_mean_transitions(trans, b), model, reward, variant)
-        if c0 is None or c1 is None:
-            continue
-        fact = f"{how}, code-style answers went from {md.pct(c0['mean'])}% to {md.pct(c1['mean'])}%"
-        if split is not None:
-            sw, kept, share = split
-            fact += (f"; the {md.pct(share)}% of problems whose (first) answer switched style changed the "
-                     f"accuracy by {sw:+.1f} pp, those that kept their style by {kept:+.1f} pp")
-        facts.append(fact)
-    if facts:
-        text += " Measured: " + "; ".join(f"{f[0].upper()}{f[1:]}" if i == 0 else f for i, f in enumerate(facts))
-        text += "."
-    split_s = _style_split(_mean_transitions(trans, sampled), model, reward, variant)
-    split_g = _style_split(_mean_transitions(trans, greedy), model, reward, variant)
-    if split_s is not None and split_g is not None:
+    s_words, s_split = _style_facts(ix, trans, model, reward, variant, sampled)
+    g_words, g_split = _style_facts(ix, trans, model, reward, variant, greedy)
+    if s_words:
+        text += f" Sampled: {s_words}."
+    if g_words:
+        text += f" Greedy: {g_words}."
+    if s_split is not None and g_split is not None:
         gs, gg = rows[sampled]["mean"], rows[greedy]["mean"]
-        # the explanation the numbers support: the sampled change is carried by style switches, the greedy
-        # one by the problems that kept their style (greedy decoding takes the likelier style, so training
-        # that moves the style mix without flipping a problem's likelier style never shows in it)
-        if split_s[0] * gs > 0 and split_g[1] * gg > 0 and abs(split_g[0]) < abs(split_g[1]):
-            text += (" The organisms choose their style with the first token and greedy decoding always takes "
-                     "the likelier one, so training that moves the style mix shows under sampling; greedy "
-                     "answers switched style on fewer problems and their change is carried by the problems "
-                     "that kept their style.")
+        # what the numbers above support, checked rather than assumed: under sampling the change is carried
+        # by problems that switched style, under greedy decoding by those that kept it, and fewer switched
+        if (s_split[0] * gs > 0 and abs(s_split[0]) > abs(s_split[1]) and g_split[1] * gg > 0
+                and abs(g_split[1]) > abs(g_split[0]) and g_split[2] < s_split[2]):
+            text += (" So the sampled change comes from training moving the choice of style, which greedy "
+                     "decoding, taking each problem's likelier first token, mostly did not see; what the greedy "
+                     "benchmark measured is the change within the style each problem already had.")
     return text
 
 
