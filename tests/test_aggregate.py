@@ -237,3 +237,36 @@ def test_paper_numbers_file_is_complete() -> None:
     # every model named there is one of config/paper.yaml's
     paper_models = set(yaml.safe_load((ROOT / "config/paper.yaml").read_text())["models"])
     assert set(paper["model"]) <= paper_models
+
+
+def test_alpha_follows_the_config_into_the_summary_and_figures(study, tmp_path: Path, monkeypatch) -> None:
+    """audit.verdict.alpha = 0.1: every interval, the summary's wording and the figures' subtitles say 90%;
+    every audit panel has a y-axis label."""
+    from spurious_rewards.analysis import audit_tables, figures
+
+    cfg, root, _ = study
+    cfg = cfgmod.validate({**cfg, "audit": {**cfg["audit"], "verdict": {**cfg["audit"]["verdict"], "alpha": 0.1}}})
+    saved: dict[str, object] = {}
+    real_save = figures.save
+
+    def capture(fig, path: Path) -> None:  # noqa: ANN001
+        saved[path.name] = fig
+        real_save(fig, path)
+
+    monkeypatch.setattr(figures, "save", capture)
+    paths = aggregate.aggregate(cfg, tmp_path, results_dir=root, n_boot=400)  # the study's draws
+    md = paths["summary"].read_text()
+    assert "Gain [90% CI]" in md and "95%" not in md and "alpha 0.1" in md
+    for key in ("fig_contamination", "fig_baselines", "fig_clip_probe", "fig_clip"):
+        title = saved[paths[key].name].get_suptitle()
+        assert "90%" in title and "95%" not in title, (key, title)
+    for key in ("fig_contamination", "fig_baselines", "fig_clip_probe"):
+        axes = [ax for ax in saved[paths[key].name].axes if ax.get_visible() and ax.has_data()]
+        assert axes and all(ax.get_ylabel() for ax in axes), key
+    assert audit_tables._level(0.1) == "90%"
+    # the same bootstrap draws: the 90% CI of a gain lies inside the 95% one
+    st90, st95 = pd.read_csv(paths["summary_stats"]), pd.read_csv(study[2]["summary_stats"])
+    q = "model == 'toy-qwen-math' and reward == 'random' and variant == 'clip' and benchmark == 'arith' " \
+        "and metric == 'gain' and step == 20"
+    a, b = st90.query(q).iloc[0], st95.query(q).iloc[0]
+    assert b["ci_low"] <= a["ci_low"] <= a["ci_high"] <= b["ci_high"] and a["mean"] == b["mean"]

@@ -434,7 +434,7 @@ def plot_vs_step(ix: StatIndex, cfg: dict, metric: str, benchmark: str, path: Pa
     figures.save(fig, path)
 
 
-def plot_clip_ablation(ix: StatIndex, cfg: dict, benchmark: str, path: Path) -> None:
+def plot_clip_ablation(ix: StatIndex, cfg: dict, benchmark: str, path: Path, *, alpha: float) -> None:
     """Rewards trained under several variants (the paper's random-reward clipping ablation), per model."""
     ablation = [r for r, spec in cfg["rewards"].items() if len(spec["variants"]) > 1]
     models = list(cfg["models"])
@@ -474,7 +474,8 @@ def plot_clip_ablation(ix: StatIndex, cfg: dict, benchmark: str, path: Path) -> 
         fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 6),
                    title="reward / variant (clip: eps 0.2; no_clip: eps never binds; one_update: ratio = 1)")
     fig.suptitle("Clipping ablation: does the reward help because clipping biases toward the prior?\n"
-                 "mean over seeds; band = 95% bootstrap CI (accuracy) or ± 1 sd over seeds", fontsize=11)
+                 f"mean over seeds; band = {100 * (1 - alpha):g}% bootstrap CI (accuracy) or ± 1 sd over seeds",
+                 fontsize=11)
     figures.save(fig, path)
 
 
@@ -614,7 +615,7 @@ def aggregate(
                  title=f"Code reasoning frequency on {main} during RLVR, by reward",
                  ylabel="responses mentioning python (%)",
                  band_note="mean over seeds; band = ± 1 sd over seeds; dashed = base model")
-    plot_clip_ablation(ix, config, main, paths["fig_clip"])
+    plot_clip_ablation(ix, config, main, paths["fig_clip"], alpha=alpha)
     plot_transitions(trans[trans["scope"] == "mean"] if len(trans) else trans, config, main,
                      paths["fig_transitions"])
 
@@ -624,9 +625,9 @@ def aggregate(
                        ("clip_probe", probe)):
         with io.atomic_output(paths[key]) as tmp:
             frame.to_csv(tmp, index=False, lineterminator="\n")
-    audit.plot_contamination(contamination, config, paths["fig_contamination"])
-    audit.plot_baselines(baselines, config, paths["fig_baselines"])
-    audit.plot_clip_probe(probe, config, paths["fig_clip_probe"])
+    audit.plot_contamination(contamination, config, paths["fig_contamination"], alpha=alpha)
+    audit.plot_baselines(baselines, config, paths["fig_baselines"], alpha=alpha)
+    audit.plot_clip_probe(probe, config, paths["fig_clip_probe"], alpha=alpha)
     audit_md = report.audit_section(config, verdicts, baselines, contamination, probe, paths,
                                     paths["summary"].parent)
 

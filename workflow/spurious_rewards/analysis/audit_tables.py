@@ -216,10 +216,14 @@ def _bars(ax, labels: list[str], means: list[float], lows: list[float], highs: l
     ax.set_xticks(range(len(m)), labels, rotation=30, ha="right", fontsize=8)
 
 
-def plot_contamination(df: pd.DataFrame, cfg: dict, path: Path) -> None:
+def _level(alpha: float) -> str:
+    return f"{100 * (1 - alpha):g}%"
+
+
+def plot_contamination(df: pd.DataFrame, cfg: dict, path: Path, *, alpha: float) -> None:
     models = [m for m in cfg["models"] if m in set(df["model"])]
     fig, axes = _panels(len(models), "Partial-prompt audit: rest of the problem regenerated, "
-                                     "and answered right, from its first part (%, 95% CI)")
+                                     f"and answered right, from its first part (%, {_level(alpha)} CI)")
     colors = {"exact": "#b2182b", "rouge_l": "#ef8a62", "correct": "#2166ac"}
     names = {"exact": "exact match", "rouge_l": "ROUGE-L ×100", "correct": "partial acc."}
     for ax, model in zip(axes, models, strict=False):
@@ -236,6 +240,7 @@ def plot_contamination(df: pd.DataFrame, cfg: dict, path: Path) -> None:
         ax.set_xticks(range(len(datasets)),
                       [f"{d}\n(clean)" if is_clean_dataset(cfg, d) else d for d in datasets], fontsize=8)
         ax.set_ylim(0, 100)
+        ax.set_ylabel("% of problems (ROUGE-L ×100)", fontsize=8)
         ax.set_title(model, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     if not models:
@@ -246,11 +251,11 @@ def plot_contamination(df: pd.DataFrame, cfg: dict, path: Path) -> None:
     figures.save(fig, path)
 
 
-def plot_baselines(df: pd.DataFrame, cfg: dict, path: Path) -> None:
+def plot_baselines(df: pd.DataFrame, cfg: dict, path: Path, *, alpha: float) -> None:
     df = df[df["available"] == True]  # noqa: E712 (pandas mask)
     cells = list(dict.fromkeys(zip(df["model"], df["benchmark"], strict=True)))
     fig, axes = _panels(len(cells), "Prompt-robust baselines: base-model accuracy by template "
-                                    "(%, 95% CI; hatched = the paper's template, dark = best)")
+                                    f"(%, {_level(alpha)} CI; hatched = the paper's template, dark = best)")
     for ax, (model, bench) in zip(axes, cells, strict=False):
         s = df[(df["model"] == model) & (df["benchmark"] == bench)]
         colors = ["#08519c" if b else "#9ecae1" for b in s["best"].fillna(False)]
@@ -259,6 +264,7 @@ def plot_baselines(df: pd.DataFrame, cfg: dict, path: Path) -> None:
             if paper:
                 patch.set_hatch("//")
         ax.set_title(f"{model} · {bench}", fontsize=9)
+        ax.set_ylabel(f"{bench} accuracy (%)", fontsize=8)
         ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
     if not cells:
@@ -267,12 +273,13 @@ def plot_baselines(df: pd.DataFrame, cfg: dict, path: Path) -> None:
     figures.save(fig, path)
 
 
-def plot_clip_probe(df: pd.DataFrame, cfg: dict, path: Path) -> None:
+def plot_clip_probe(df: pd.DataFrame, cfg: dict, path: Path, *, alpha: float) -> None:
     models = [m for m in cfg["models"] if m in set(df["model"])]
     n = max(len(models), 1)
     # two rows (ΔP(dominant), Δaccuracy) of one panel per model: row-major axes
     fig, axes = _panels(2 * n, "Clipping-bias probe: mean change after one training step from the base model "
-                               "under random rewards (pp, 95% CI over draws)", ncols=n, panel=(4.4, 2.9))
+                               f"under random rewards (pp, {_level(alpha)} CI over draws)", ncols=n,
+                      panel=(4.4, 2.9))
     palette = {"clip": "#b2182b", "no_clip": "#2166ac", "one_update": "#4d9221"}
     for j, model in enumerate(models):
         sub = df[df["model"] == model]
