@@ -201,8 +201,8 @@ def test_a_sampled_greedy_sign_disagreement_is_explained_by_the_measured_style_s
                         "`arith_greedy` (T=0, a loss).")
     assert ("Sampled: code-style answers 65.6% → 95.9%; the 31.0% of problems whose first answer switched style "
             "changed the accuracy by +14.0 pp, those that kept their style by -4.0 pp.") in d
-    assert ("Greedy: code-style answers 100.0% → 100.0%; the 0.0% of problems whose first answer switched style "
-            "changed the accuracy by +0.0 pp, those that kept their style by -7.5 pp.") in d
+    assert ("Greedy: code-style answers 100.0% → 100.0%; no problem's first answer switched style, and the "
+            "accuracy changed by -7.5 pp.") in d
     assert "So the sampled change comes from training moving the choice of style" in d
 
 
@@ -229,3 +229,15 @@ def test_the_summary_opens_with_the_findings(planted_study) -> None:
                          "and metric == 'gain' and step == 20").iloc[0]
             label = f"{reward} (clip)" if len(cfg["rewards"][reward]["variants"]) > 1 else reward
             assert f"{label}: {report._gain_words(g)}, {report.outcome(g)}" in para, (model, reward, para)
+
+
+@pytest.mark.parametrize(("gains", "words"), [
+    ([16.4, 24.6, 21.4], "a gain for all 3 (+16.4 to +24.6 pp)"),
+    ([-8.5, -6.7], "a loss for all 2 (-8.5 to -6.7 pp)"),
+    ([-8.5, -6.7, 0.0], "no gain for any of them (-8.5 to +0.0 pp)"),
+    ([0.0, 4.2], "no loss for any of them (+0.0 to +4.2 pp)"),
+    ([-4.9, 6.1], "gains and losses (-4.9 to +6.1 pp)"),
+    ([21.4], "a gain (+21.4 pp)"),
+])
+def test_the_papers_numbers_in_words(gains, words) -> None:
+    assert report._paper_direction(gains) == words

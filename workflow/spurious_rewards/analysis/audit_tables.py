@@ -222,7 +222,7 @@ def _level(alpha: float) -> str:
 
 def plot_contamination(df: pd.DataFrame, cfg: dict, path: Path, *, alpha: float) -> None:
     models = [m for m in cfg["models"] if m in set(df["model"])]
-    fig, axes = _panels(len(models), "Partial-prompt audit: rest of the problem regenerated, "
+    fig, axes = _panels(len(models), "Partial-prompt audit: rest of the problem regenerated,\n"
                                      f"and answered right, from its first part (%, {_level(alpha)} CI)")
     colors = {"exact": "#b2182b", "rouge_l": "#ef8a62", "correct": "#2166ac"}
     names = {"exact": "exact match", "rouge_l": "ROUGE-L ×100", "correct": "partial acc."}
@@ -254,7 +254,7 @@ def plot_contamination(df: pd.DataFrame, cfg: dict, path: Path, *, alpha: float)
 def plot_baselines(df: pd.DataFrame, cfg: dict, path: Path, *, alpha: float) -> None:
     df = df[df["available"] == True]  # noqa: E712 (pandas mask)
     cells = list(dict.fromkeys(zip(df["model"], df["benchmark"], strict=True)))
-    fig, axes = _panels(len(cells), "Prompt-robust baselines: base-model accuracy by template "
+    fig, axes = _panels(len(cells), "Prompt-robust baselines: base-model accuracy by template\n"
                                     f"(%, {_level(alpha)} CI; hatched = the paper's template, dark = best)")
     for ax, (model, bench) in zip(axes, cells, strict=False):
         s = df[(df["model"] == model) & (df["benchmark"] == bench)]
@@ -277,7 +277,7 @@ def plot_clip_probe(df: pd.DataFrame, cfg: dict, path: Path, *, alpha: float) ->
     models = [m for m in cfg["models"] if m in set(df["model"])]
     n = max(len(models), 1)
     # two rows (ΔP(dominant), Δaccuracy) of one panel per model: row-major axes
-    fig, axes = _panels(2 * n, "Clipping-bias probe: mean change after one training step from the base model "
+    fig, axes = _panels(2 * n, "Clipping-bias probe: mean change after one training step from the base model\n"
                                f"under random rewards (pp, {_level(alpha)} CI over draws)", ncols=n,
                       panel=(4.4, 2.9))
     palette = {"clip": "#b2182b", "no_clip": "#2166ac", "one_update": "#4d9221"}

@@ -401,11 +401,14 @@ def _paper_direction(gains: list[float]) -> str:
     if len(gains) == 1:
         word = GAIN if lo > 0 else LOSS if lo < 0 else NONE
         return f"{word} ({span})"
-    everyone = f"for all {len(gains)}"
     if lo > 0:
-        return f"a gain {everyone} ({span})"
+        return f"a gain for all {len(gains)} ({span})"
     if hi < 0:
-        return f"a loss {everyone} ({span})"
+        return f"a loss for all {len(gains)} ({span})"
+    if hi <= 0:
+        return f"no gain for any of them ({span})"
+    if lo >= 0:
+        return f"no loss for any of them ({span})"
     return f"gains and losses ({span})"
 
 
@@ -482,8 +485,11 @@ def _style_facts(ix: StatIndex, trans: pd.DataFrame, model: str, reward: str, va
         words.append(f"code-style answers {md.pct(c0['mean'])}% → {md.pct(c1['mean'])}%")
     if split is not None:
         sw, kept, share = split
-        words.append(f"the {md.pct(share)}% of problems whose first answer switched style changed the accuracy "
-                     f"by {sw:+.1f} pp, those that kept their style by {kept:+.1f} pp")
+        if share > 0:
+            words.append(f"the {md.pct(share)}% of problems whose first answer switched style changed the "
+                         f"accuracy by {sw:+.1f} pp, those that kept their style by {kept:+.1f} pp")
+        else:
+            words.append(f"no problem's first answer switched style, and the accuracy changed by {kept:+.1f} pp")
     return "; ".join(words), split
 
 
