@@ -20,7 +20,8 @@ and writes, under ``out_dir``::
     aggregate/transitions.csv     Code/Lang transitions of each problem's first sample (i == 0),
                                   base -> final step, per run (scope "run") and over seeds ("mean")
     figures/*.png                 accuracy / code frequency vs step, clipping ablation, transitions
-    summary.md                    the gains table with CIs (and the paper's numbers for study: paper)
+    summary.md                    findings in plain words, the gains table with CIs (and the paper's
+                                  numbers for study: paper), the audit: rendered by report.py
     metrics.json, plots/accuracy.csv   small files for ``dvc metrics show`` / ``dvc plots show``
 
 Why this shape: the tidy table is the one place every number lives (anything
