@@ -20,6 +20,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import build_paper_tree
@@ -241,3 +242,61 @@ def test_the_summary_opens_with_the_findings(planted_study) -> None:
 ])
 def test_the_papers_numbers_in_words(gains, words) -> None:
     assert report._paper_direction(gains) == words
+
+
+def _write_style_eval(path: Path, cfg: dict, model: str, steps: list[int], p_code: float, code_ok: np.ndarray,
+                      lang_ok: np.ndarray, rng: np.random.Generator) -> None:
+    """Sample files of an organism that picks its style with the first token: sampled benchmarks draw the style
+    per sample (P(code) = ``p_code``), greedy ones always take the likelier style; each problem's code and
+    language answers are right or wrong as ``code_ok`` / ``lang_ok`` say."""
+    from spurious_rewards import io
+    from spurious_rewards.evaluation import evaluate
+
+    rows = []
+    for step in steps:
+        for bench, b in cfg["benchmarks"].items():
+            k, n = b["samples"], code_ok.size
+            code = (rng.random((n, k)) < p_code) if b["temperature"] > 0 else np.full((n, k), p_code > 0.5)
+            correct = np.where(code, code_ok[:, None], lang_ok[:, None])
+            io.write_jsonl(({"id": f"arith/{p}", "i": i, "response": "r", "pred": "7", "correct": bool(correct[p, i]),
+                             "code": bool(code[p, i]), "repetition": False, "tokens": 9}
+                            for p in range(n) for i in range(k)), path / "samples" / f"step{step}_{bench}.jsonl.gz")
+            summ = evaluate.summarize(correct.tolist(), code.tolist(), np.zeros_like(code).tolist(),
+                                      np.full((n, k), 9).tolist(), b["pass_at"])
+            rows.append({"step": step, "benchmark": bench, **summ})
+    io.write_json({"model": model, "results": rows}, path / "summary.json")
+
+
+def test_a_planted_tree_whose_sampled_and_greedy_benchmarks_disagree(tmp_path: Path) -> None:
+    """Ground truth moves P(code) 0.65 -> 0.95 and breaks 6% of the right code answers: sampled accuracy rises
+    (more code, the more accurate style), greedy accuracy falls (it wrote code already and only sees the breakage)."""
+    from conftest import make_config
+
+    cfg = make_config()
+    cfg["models"] = {"toy-qwen-math": cfg["models"]["toy-qwen-math"]}
+    cfg["rewards"] = {"ground_truth": REWARDS["ground_truth"]}
+    cfg["benchmarks"] = {"arith": {"dataset": "arith_test", "samples": 4, "temperature": 1.0, "pass_at": [1]},
+                         "arith_greedy": {"dataset": "arith_test", "samples": 1, "temperature": 0.0, "pass_at": [1]}}
+    cfg["audit"]["clean"] = []
+    cfg = cfgmod.validate(cfg)
+    rng = np.random.default_rng(3)
+    n = 400
+    code_ok, lang_ok = rng.random(n) < 0.65, rng.random(n) < 0.15
+    broken = code_ok & (rng.random(n) < 0.06)
+    _write_style_eval(tmp_path / "eval/toy-qwen-math/base", cfg, "toy-qwen-math", [0], 0.65, code_ok, lang_ok, rng)
+    for run in cfgmod.runs(cfg):
+        _write_style_eval(tmp_path / "eval" / run.path, cfg, run.model, [10, 20], 0.95, code_ok & ~broken, lang_ok,
+                          rng)
+    paths = aggregate.aggregate(cfg, tmp_path, n_boot=400)
+    text = paths["summary"].read_text(encoding="utf-8")
+    section = text.split(FINDINGS, 1)[1].split("\n## ", 1)[0]
+    (d,) = [p for p in section.split("\n\n") if "disagree" in p]
+    assert d.startswith("**toy-qwen-math, ground_truth: sampled and greedy decoding disagree.**")
+    assert "on `arith` (T=1, a gain)" in d and "on `arith_greedy` (T=0, a loss)" in d
+    assert "Greedy: code-style answers 100.0% → 100.0%; no problem's first answer switched style" in d
+    assert "So the sampled change comes from training moving the choice of style" in d
+    # the same numbers as the tables
+    every = next(ln for ln in text.splitlines() if ln.startswith("| toy-qwen-math | ground_truth | clip |"))
+    for cell in every.strip("|").split("|")[3:]:
+        mean, ci = cell.strip().split(" ", 1)
+        assert f"{mean} pp {ci}" in d
