@@ -139,6 +139,8 @@ def contamination_spec(wildcards):
             "datasets": {d: data_file(d) for d in cfgmod.contamination_datasets(config)},
             "contamination": config["audit"]["contamination"],
             "evaluation": config["evaluation"],
+            # the CIs' level, as every other interval of the audit (the figures state it)
+            "alpha": config["audit"]["verdict"]["alpha"],
         }
     )
 
