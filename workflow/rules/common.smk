@@ -5,9 +5,12 @@ import sys
 # Jobs call the `spurious` CLI of the installed package (`pip install -e .` in the venv,
 # and in every conda env by its post-deploy script). Without an activated venv it is
 # found next to the Python running Snakemake; a conda env puts its own bin/ first.
-os.environ["PATH"] = os.pathsep.join(filter(None, (os.path.dirname(sys.executable), os.environ.get("PATH"))))
-# where the envs' post-deploy scripts install the package from
-os.environ["SPURIOUS_REPO"] = os.path.abspath(workflow.basedir)
+_env = dict(os.environ)
+os.environ.update(
+    PATH=os.pathsep.join(filter(None, (os.path.dirname(sys.executable), _env.get("PATH")))),
+    # where the envs' post-deploy scripts install the package from
+    SPURIOUS_REPO=os.path.abspath(workflow.basedir),
+)
 
 from spurious_rewards import config as cfgmod
 from spurious_rewards import paths
