@@ -112,25 +112,26 @@ SHAPE_MODEL = "random-qwen2.5-math-1.5b-shape"
 # ---------------------------------------------------------------------------
 
 
-def bootstrap(wheels: Path) -> dict:
-    """Put workflow/ on the path; install the carried wheels into a temporary folder if TRL & co. are missing."""
+def bootstrap(wheels: Path, target: Path | None = None, needed: tuple[str, ...] = NEEDED) -> dict:
+    """Put workflow/ on the path; install the carried wheels into ``target`` (a temporary folder) if
+    ``needed`` modules are missing; export both paths in PYTHONPATH for the section processes."""
     sys.path.insert(0, str(WORKFLOW))
     paths = [str(WORKFLOW)]
-    missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
     info: dict = {"missing_in_image": missing, "wheels_installed": []}
     if missing:
         whls = sorted(wheels.glob("*.whl"))
         if not whls:
             raise SystemExit(f"gpu_check: {', '.join(missing)} not importable and no wheels in {wheels}: run "
                              f"`bash bench/gpu_wheels.sh` where PyPI is reachable and carry bench/wheels")
-        target = Path(tempfile.gettempdir()) / "gpu_check_site"
+        target = target or Path(tempfile.gettempdir()) / "gpu_check_site"
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                         "--upgrade", "--target", str(target), *map(str, whls)], check=True)
         sys.path.insert(0, str(target))
         importlib.invalidate_caches()
         paths.insert(0, str(target))
         info["wheels_installed"] = [w.name for w in whls]
-        still = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+        still = [m for m in needed if importlib.util.find_spec(m) is None]
         if still:
             raise SystemExit(f"gpu_check: still not importable after installing {wheels}: {', '.join(still)}")
     os.environ["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [os.environ.get("PYTHONPATH")] if p])
@@ -286,6 +287,13 @@ def _cli(argv: list[str]) -> None:
         raise RuntimeError(f"spurious {argv[0]} exited {rc}")
 
 
+def _threads() -> str:
+    """CPU threads of a job: 8 beside a GPU (config/paper.yaml's grpo.threads), 1 on this 2-core CPU path."""
+    import torch
+
+    return "8" if torch.cuda.is_available() else "1"
+
+
 def _metrics(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
@@ -296,8 +304,22 @@ def section_organism(job: dict, device: str, work: Path) -> dict:
     out: dict = {}
     spec, data_path = job["train_spec"], job["train_data"]
     d = work / "organism"
+    out["train"] = _guard(lambda: organism_train(spec, data_path, d, meter))
+    out["probe"] = _guard(lambda: organism_probe(job, d, meter))
+    return out
+
+
+def _guard(fn) -> dict:  # noqa: ANN001
+    """``fn()``, or its error and traceback: one failure must not cost the other figures."""
+    try:
+        return fn()
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
+
+
+def organism_train(spec: dict, data_path: str, d: Path, meter: Meter) -> dict:
     argv = ["train", "--spec", json.dumps(spec), "--data", data_path, "--state", str(d / "state"),
-            "--out-checkpoints", str(d / "checkpoints"), "--out-metrics", str(d / "metrics.jsonl"), "--threads", "1"]
+            "--out-checkpoints", str(d / "checkpoints"), "--out-metrics", str(d / "metrics.jsonl"), "--threads", _threads()]
     _, wall, peak = meter.run(lambda: _cli(argv))
     rows = _metrics(d / "metrics.jsonl")
     g = spec["grpo"]
@@ -312,17 +334,19 @@ def section_organism(job: dict, device: str, work: Path) -> dict:
                       "rollout_tokens_per_s": rollout * (r.get("response_length") or 0) / step_s if step_s else None,
                       "reward_mean": r.get("reward_mean"), "accuracy": r.get("accuracy"),
                       "clip_fraction": r.get("clip_fraction"), "p_code": r.get("p_code")})
-    out["train"] = {"wall_s": wall, "peak_bytes": peak, "rollout_sequences": rollout, "steps": steps,
-                    "checkpoints": sorted(p.name for p in (d / "checkpoints").iterdir())}
+    return {"wall_s": wall, "peak_bytes": peak, "rollout_sequences": rollout, "steps": steps,
+            "checkpoints": sorted(p.name for p in (d / "checkpoints").iterdir())}
+
+
+def organism_probe(job: dict, d: Path, meter: Meter) -> dict:
     pargv = ["probe-clip", "--spec", json.dumps(job["probe_spec"]), "--model-dir", str(ORGANISM),
-             "--out", str(d / "clip_probe.json"), "--threads", "1"]
+             "--out", str(d / "clip_probe.json"), "--threads", _threads()]
     _, pwall, ppeak = meter.run(lambda: _cli(pargv))
     res = json.loads((d / "clip_probe.json").read_text())
-    out["probe"] = {"wall_s": pwall, "peak_bytes": ppeak, "draws": job["probe_spec"]["probe"]["draws"],
-                    "variants": list(res["settings"]), "dominant_style": res["dominant_style"],
-                    "seconds_per_draw": pwall / max(1, job["probe_spec"]["probe"]["draws"]),
-                    "summary_rows": len(res["summary"])}
-    return out
+    return {"wall_s": pwall, "peak_bytes": ppeak, "draws": job["probe_spec"]["probe"]["draws"],
+            "variants": list(res["settings"]), "dominant_style": res["dominant_style"],
+            "seconds_per_draw": pwall / max(1, job["probe_spec"]["probe"]["draws"]),
+            "summary_rows": len(res["summary"])}
 
 
 def _bpe_tokenizer(vocab_size: int, out_dir: Path):  # noqa: ANN202
@@ -434,7 +458,7 @@ def trl_step(job: dict, device: str, work: Path) -> dict:
     spec = job["train_spec"]
     d = work / "shape-train"
     argv = ["train", "--spec", json.dumps(spec), "--data", job["train_data"], "--state", str(d / "state"),
-            "--out-checkpoints", str(d / "checkpoints"), "--out-metrics", str(d / "metrics.jsonl"), "--threads", "1"]
+            "--out-checkpoints", str(d / "checkpoints"), "--out-metrics", str(d / "metrics.jsonl"), "--threads", _threads()]
     try:
         _, wall, peak = Meter(device).run(lambda: _cli(argv))
     finally:
@@ -564,10 +588,7 @@ def section_shape(job: dict, device: str, work: Path, deadline: float) -> dict:
     for name, fn in (("trl_step", lambda: trl_step(job, device, work)),
                      ("baseline", lambda: baseline(job, device, deadline)),
                      ("probe_draw", lambda: probe_draw(job, device))):
-        try:
-            out[name] = fn()
-        except Exception as exc:  # record and go on: one failure must not cost the other figures
-            out[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
+        out[name] = _guard(fn)
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -807,7 +828,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rep))
     print(f"gpu_check: {rep['wall_s']:.0f} s; figures in {args.out}")
     errors = [k for k in ("organism", "shape") if isinstance(rep.get(k), dict) and "error" in rep[k]]
-    errors += [f"shape/{k}" for k, v in (rep.get("shape") or {}).items() if isinstance(v, dict) and "error" in v]
+    errors += [f"{sec}/{k}" for sec in ("organism", "shape") for k, v in (rep.get(sec) or {}).items()
+               if isinstance(v, dict) and "error" in v]
     if errors:
         print(f"gpu_check: errors in {', '.join(errors)} (see the JSON)", file=sys.stderr)
         return 1

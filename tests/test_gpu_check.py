@@ -10,6 +10,7 @@ package the lent image provides (gpu_check.IMAGE_PROVIDES).
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import math
@@ -178,3 +179,36 @@ def test_run_all_keeps_the_hand_written_tail(tmp_path: Path) -> None:
     text = md.read_text()
     assert "# old table" not in text and text.count(ra.KEEP_MARKER) == 1 and "## GPU check\n\nkept text" in text
     assert ra.KEEP_MARKER in (ROOT / "BENCHMARKS.md").read_text()
+
+
+def _fake_wheel(folder: Path, name: str) -> Path:
+    """A minimal pure wheel holding module ``name`` (written by hand: no build tools, no index)."""
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    whl = folder / f"{name}-1.0-py3-none-any.whl"
+    di = f"{name}-1.0.dist-info"
+    files = {f"{name}/__init__.py": "VALUE = 42\n",
+             f"{di}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+             f"{di}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{di}/RECORD"] = "".join(f"{p},,\n" for p in files) + f"{di}/RECORD,,\n"
+    with zipfile.ZipFile(whl, "w") as z:
+        for p, text in files.items():
+            z.writestr(p, text)
+    return whl
+
+
+def test_bootstrap_installs_carried_wheels_when_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the lent machine does first: missing modules come from the carried wheels, offline, into a folder."""
+    gc = _load_gpu_check()
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", "")
+    name = "gpu_check_fake_dep"
+    _fake_wheel(tmp_path / "wheels", name)
+    info = gc.bootstrap(tmp_path / "wheels", target=tmp_path / "site", needed=(name,))
+    assert info["missing_in_image"] == [name] and info["wheels_installed"] == [f"{name}-1.0-py3-none-any.whl"]
+    assert importlib.import_module(name).VALUE == 42
+    assert os.environ["PYTHONPATH"].split(os.pathsep)[:2] == [str(tmp_path / "site"), str(ROOT / "workflow")]
+    sys.modules.pop(name, None)
+    with pytest.raises(SystemExit, match="no wheels in"):
+        gc.bootstrap(tmp_path / "empty", target=tmp_path / "site2", needed=("gpu_check_absent_dep",))
