@@ -41,7 +41,7 @@ What it measures (one JSON, ``--out``, and a table on stdout):
     / ``plan.estimate_probe`` of a config with exactly these settings) and the ratio
     estimate / measured. ``plan.py`` models the TRL backend in fp32 without gradient
     checkpointing (it has no precision input yet), so the check also sums plan's own
-    term functions at bf16 (``plan_bf16_terms``) for the bf16 step.
+    term functions at bf16 (``trl_step_bf16_terms`` in the JSON) for the bf16 step.
 
 Memory is ``torch.cuda.max_memory_allocated`` (tensors; the CUDA context and the
 allocator's cache are not in it, nor in plan's terms); on CPU (``--device cpu``) it is the
@@ -781,6 +781,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.out:
         ap.error("--out is required")
+    if args.size == "paper" and args.device == "cpu":
+        ap.error("--size paper needs --device cuda (a 1.5B model's 3072-token rollout takes hours on a CPU); "
+                 "use --size tiny on a CPU")
+    if args.device == "cuda" and shutil.which("nvidia-smi") is None:
+        ap.error("--device cuda: no nvidia-smi on this machine (use --device cpu --size tiny here)")
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     bad = sorted(set(sections) - {"organism", "shape"})
     if bad:

@@ -212,3 +212,9 @@ def test_bootstrap_installs_carried_wheels_when_missing(tmp_path: Path, monkeypa
     sys.modules.pop(name, None)
     with pytest.raises(SystemExit, match="no wheels in"):
         gc.bootstrap(tmp_path / "empty", target=tmp_path / "site2", needed=("gpu_check_absent_dep",))
+
+
+def test_paper_size_on_cpu_is_refused(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--device", "cpu", "--size", "paper",
+                           "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--size paper needs --device cuda" in proc.stderr
