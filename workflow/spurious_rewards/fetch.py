@@ -1,7 +1,7 @@
 """``spurious fetch``: download every hub model and dataset of a config once, before any job.
 
 Why: compute nodes of many clusters have no internet. Run this on a login node (with
-``HF_TOKEN`` set, or after ``huggingface-cli login``, for gated models such as Llama);
+``HF_TOKEN`` set, or after ``hf auth login``, for gated models such as Llama);
 the files land in the Hugging Face cache (``HF_HOME``, which must be on a filesystem the
 nodes share), and the jobs then run with ``HF_HUB_OFFLINE=1``. Local folders, the
 organisms and generated datasets need nothing. The downloads are the real
@@ -64,7 +64,8 @@ def fetch(items: list[Download]) -> list[tuple[Download, str | None]]:
             if item.kind == "model":
                 from huggingface_hub import snapshot_download
 
-                path = snapshot_download(item.repo, revision=item.revision)
+                # Meta's repos also hold an original/ checkpoint in another format: not what the jobs read
+                path = snapshot_download(item.repo, revision=item.revision, ignore_patterns=["original/*"])
                 log.info("%s -> %s", item.describe(), path)
             else:
                 import datasets
@@ -99,5 +100,5 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     for item, err in failed:
         print(f"FAILED {item.describe()}: {err}")
     if failed:
-        print("gated models need HF_TOKEN (or `huggingface-cli login`) and an accepted licence on the hub")
+        print("gated models need HF_TOKEN (or `hf auth login`) and an accepted licence on the hub")
     return 1 if failed else 0
