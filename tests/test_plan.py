@@ -210,7 +210,14 @@ def test_paper_grid_checkpoint_storage_and_runs(at_root: Path) -> None:
     assert costs["train_grpo"].jobs == len(runs) == 420
     steps = len(config.checkpoint_steps(cfg))
     expect = sum(steps * (plan.model_arch(cfg, r.model).params * 2 + plan.TOKENIZER_BYTES) for r in runs)
-    assert costs["train_grpo"].storage["checkpoints (published)"] == pytest.approx(expect)
+    assert costs["train_grpo"].storage["checkpoints (published; retention all)"] == pytest.approx(expect)
+    # state/ holds only the resumable trainer state (the published checkpoints are hard links into it)
+    state = costs["train_grpo"].storage["state/ (resumable; spurious prune deletes it)"]
+    assert 0 < state < expect
+    pruned = _validated({**_paper_raw(), "retention": {"state": "prune", "checkpoints": "final"}})
+    kept = {c.phase: c for c in plan.cost_plan(pruned)}["train_grpo"].storage
+    assert set(kept) == {"checkpoints (published; retention final)"}
+    assert kept["checkpoints (published; retention final)"] == pytest.approx(expect / steps)
     assert 60e12 < expect < 80e12  # ~70 TB: the estimate of the published checkpoints
     total = sum(c.gpu_hours for c in costs.values())
     assert costs["train_grpo"].gpu_hours == max(c.gpu_hours for c in costs.values())
