@@ -252,14 +252,20 @@ def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tok
     dominant = "code" if base["p_code"] >= 0.5 else "language"
     sign = 1.0 if dominant == "code" else -1.0
     settings = _variant_settings(spec)
+    cuda = [next(model.parameters()).device] if next(model.parameters()).device.type == "cuda" else []
     rows = []
     for k in range(pr["draws"]):
+        # every draw comes from the base weights: the previous draw's last variant stepped the model
+        model.load_state_dict(base_state)
         batch = draw_batch(model, tok, train_prompts, k=k, spec=spec)
         for name, (eps, updates) in settings.items():
             model.load_state_dict(base_state)
-            frac = grpo_step(model, batch, epsilon=eps, updates=updates, lr=pr["lr"],
-                             betas=(g["beta1"], g["beta2"]), max_grad_norm=g["max_grad_norm"],
-                             temperature=g["temperature"])
+            # the same RNG stream for every variant of a draw (dropout, if a model has any, is paired too)
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(pr["seed"] * 1_000_003 + k)
+                frac = grpo_step(model, batch, epsilon=eps, updates=updates, lr=pr["lr"],
+                                 betas=(g["beta1"], g["beta2"]), max_grad_norm=g["max_grad_norm"],
+                                 temperature=g["temperature"])
             after = measure(model)
             rows.append({
                 "draw": k, "variant": name, "epsilon": eps if eps != NO_CLIP_EPSILON else None, "updates": updates,
