@@ -31,7 +31,7 @@ response). ``auto`` picks the first for organisms (a model entry with an
 that organism pre-training writes) and the second otherwise. Dominance ("code" when
 the base model's measure is >= 0.5) and ``d_p_dominant`` use the chosen measure.
 
-Memory (finding: the probe must run at paper scale, 1,024 sequences of up to
+Memory. The probe must run at paper scale (1,024 sequences of up to
 4,096 tokens and a 152k vocabulary). Nothing is computed for the whole rollout at
 once: rollouts and measurement samples are generated ``generation_batch``
 sequences per ``generate`` call (KV cache), and every forward pass, with or
@@ -103,12 +103,14 @@ def token_logps(model, input_ids, attention_mask, n_completion: int, temperature
 
     Only the completion positions go through the LM head (``logits_to_keep``), and
     the log-probs are gathered after a logsumexp per sequence, never from a
-    full-vocabulary ``log_softmax`` of the whole batch. Meant for one micro-batch.
+    full-vocabulary ``log_softmax`` of the whole batch. Meant for one micro-batch. The
+    logits stay in the model's dtype; the per-token log-probs (micro x tokens, small)
+    are returned in fp32, so the ratio of a bf16 model is not rounded to bf16 again.
     """
     from trl.trainer.utils import selective_log_softmax
 
     logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=n_completion + 1).logits
-    return selective_log_softmax(logits[:, :-1, :], input_ids[:, -n_completion:], temperature=temperature)
+    return selective_log_softmax(logits[:, :-1, :], input_ids[:, -n_completion:], temperature=temperature).float()
 
 
 def rollout_logps(model, ids, attention, n_completion: int, temperature: float, micro_batch: int):  # noqa: ANN001, ANN201
@@ -451,6 +453,11 @@ def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tok
             log.info("draw %d/%d (%.0f s, about %.0f s left)", k + 1, pr["draws"], spent,
                      spent / (k + 1) * (pr["draws"] - k - 1))
     model.load_state_dict(base_state)
+    if pr.get("gradient_checkpointing"):  # a caller's model is handed back as it came
+        if hasattr(model, "activation_checkpointing_disable"):
+            model.activation_checkpointing_disable()
+        else:
+            model.gradient_checkpointing_disable()
     result = {
         "model": spec["model"]["name"], "base": base, "dominant_style": dominant, "style_measure": measure_name,
         "batching": {"micro_batch": micro, "generation_batch": gen_batch,
