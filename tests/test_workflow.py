@@ -184,3 +184,18 @@ def test_a_plain_install_validates_a_config(tmp_path):
                          env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     assert int(res.stdout.strip()) > 100
+
+
+def test_an_infeasible_setting_fails_the_dry_run_naming_rule_and_setting(tmp_path):
+    """The memory plan runs inside the DAG's validation: an fp32 7B TRL run on one 80 GB GPU never
+    reaches a queue (snakemake -n already refuses it, with the rule, the estimate and what to change)."""
+    cfg = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    cfg["backend"] = "trl"
+    cfg["grpo"]["gpus"] = 1
+    bad = tmp_path / "paper-trl-1gpu.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--configfile", str(bad), "--directory", str(tmp_path))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "cannot fit" in out and "train_grpo (Qwen2.5-Math-7B" in out and "grpo.precision: bf16" in out, out[-3000:]
+    assert not (tmp_path / "results").exists()

@@ -23,6 +23,16 @@ except cfgmod.ConfigError as exc:
     files = ", ".join(map(str, workflow.configfiles)) or "config.yaml"
     raise WorkflowError(f"{files}: {exc}") from None
 
+# ----- the memory plan (spurious plan): a setting that cannot fit fails here, naming the rule ---
+from spurious_rewards import plan as _plan
+
+_infeasible = _plan.check(config)
+if _infeasible:
+    raise WorkflowError(
+        f"{', '.join(map(str, workflow.configfiles)) or 'config.yaml'}: {len(_infeasible)} job(s) cannot fit "
+        "(spurious plan --configfile ... shows every estimate):\n  - " + "\n  - ".join(_infeasible)
+    )
+
 RUNS = list(cfgmod.runs(config))
 STEPS = cfgmod.checkpoint_steps(config)
 ORGANISM_DIR = "workflow/resources/organisms"

@@ -474,45 +474,52 @@ _PROBE_CHUNK_FIX = ("grpo.mini_batch / audit.clip_probe.variants (one_update upd
 
 
 def estimate_probe(cfg: dict, model: str, a: Arch) -> Estimate:
-    """``probe_clip_bias``: the probe as clip_probe.py runs it (fp32, no micro-batching)."""
+    """``probe_clip_bias`` as clip_probe.py runs it: fp32, one device; rollouts generated in chunks
+    of ``generation_batch`` sequences, log-probs of completion tokens only (``logits_to_keep``) and
+    updates micro-batch by micro-batch (``micro_batch`` rows per forward, gradients accumulated)."""
     g, cp = cfg["grpo"], cfg["audit"]["clip_probe"]
     prompts = cp["prompts_per_rollout"] or g["prompts_per_rollout"]
     rollout = prompts * g["group_size"]
     prompt, comp = g["max_prompt_tokens"], g["max_new_tokens"]
     seq = prompt + comp
     P = a.params
-    variants = [cfg["variants"][v] for v in (cp["variants"] or cfg["variants"])]
-    chunk = max(rollout if v["one_update"] else min(g["mini_batch"], rollout) for v in variants)
-    old = any(not v["one_update"] and rollout // g["mini_batch"] > 1 for v in variants)
+    micro = int(cp.get("micro_batch") or g["micro_batch"])
+    gen = min(int(cp.get("generation_batch") or rollout), rollout)
+    ckpt = bool(cp.get("gradient_checkpointing", False))
     base = {"weights (fp32)": 4 * P}
     opt = {"gradients (fp32)": 4 * P, "AdamW (2 fp32 moments)": 8 * P}
-    phases = [Phase("rollout generate", {**base, "KV cache (fp32, whole rollout)": kv_cache(a, rollout, seq, 4),
-                                         "generate buffers": generate_buffers(a, rollout, prompt, 4)})]
-    if old:
-        phases.append(Phase("old log-probs (whole rollout, no grad)", {
-            **base, "full logits (fp32, whole rollout)": probe_logits(rollout, seq, comp, a.vocab, grad=False)}))
-    phases.append(Phase(f"update ({chunk} sequences at once)", {
-        **base, **opt,
-        "activations (fp32, no checkpointing)": activations(a, chunk, seq, 4, checkpointing=False, padded=True),
-        "full logits (fp32, mini-batch)": probe_logits(chunk, seq, comp, a.vocab, grad=True)}))
-    phases.append(Phase("optimizer step", {**base, **opt, "AdamW foreach temporaries": 4 * P}))
-    n_eval = cp["eval_problems"] * cp["eval_samples"]
+    completion_logits = micro * comp * a.vocab * 4  # fp32 logits of the completion positions of a micro-batch
+    act = f"activations (fp32, {'checkpointed' if ckpt else 'no checkpointing'}, micro-batch)"
+    phases = [
+        Phase(f"rollout generate ({gen} sequences per call)", {
+            **base, "KV cache (fp32, one generate call)": kv_cache(a, gen, seq, 4),
+            "generate buffers": generate_buffers(a, gen, prompt, 4)}),
+        Phase("old log-probs (micro-batch, no grad)", {
+            **base, **opt, "completion logits + log-softmax (fp32, micro-batch)": 2 * completion_logits}),
+        Phase(f"update ({micro} sequences per forward)", {
+            **base, **opt,
+            act: activations(a, micro, seq, 4, checkpointing=ckpt, padded=True),
+            "completion logits, log-softmax and grad (fp32, micro-batch)": 3 * completion_logits}),
+        Phase("optimizer step", {**base, **opt, "AdamW foreach temporaries": 4 * P}),
+    ]
+    n_eval = min(cp["eval_problems"] * cp["eval_samples"], gen)
     new_eval = cfg["evaluation"]["max_new_tokens"]
     phases.append(Phase("measure (P(code) + samples)", {
         **base,
-        "full logits (fp32, P(code) forward)": min(cp["eval_problems"], 256) * prompt * a.vocab * 4 * 2,
-        "KV cache (fp32, eval samples)": kv_cache(a, n_eval, prompt + new_eval, 4)}))
+        "last-position logits (fp32, P(code))": micro * a.vocab * 4 * 2,
+        "KV cache (fp32, eval samples, one generate call)": kv_cache(a, n_eval, prompt + new_eval, 4)}))
     device = "gpu" if g["gpus"] > 0 else "cpu"
     return Estimate("probe_clip_bias", model, device, 1 if device == "gpu" else 0, phases,
-                    note=f"fp32, one device; rollout {rollout} sequences, updates over {chunk}",
-                    settings={"KV cache (fp32, whole rollout)":
-                              "audit.clip_probe.prompts_per_rollout (x grpo.group_size) or grpo.max_new_tokens",
-                              "full logits (fp32, whole rollout)":
-                              "audit.clip_probe.prompts_per_rollout or grpo.max_new_tokens",
-                              "full logits (fp32, mini-batch)": _PROBE_CHUNK_FIX,
-                              "activations (fp32, no checkpointing)": _PROBE_CHUNK_FIX,
-                              "full logits (fp32, P(code) forward)": "audit.clip_probe.eval_problems",
-                              "KV cache (fp32, eval samples)": "audit.clip_probe.eval_problems x eval_samples",
+                    note=f"fp32, one device; rollout {rollout} sequences generated {gen} at a time, "
+                         f"updates {micro} sequences per forward",
+                    settings={"KV cache (fp32, one generate call)": "audit.clip_probe.generation_batch",
+                              "generate buffers": "audit.clip_probe.generation_batch",
+                              "completion logits + log-softmax (fp32, micro-batch)": "audit.clip_probe.micro_batch",
+                              "completion logits, log-softmax and grad (fp32, micro-batch)":
+                                  "audit.clip_probe.micro_batch",
+                              act: "audit.clip_probe.gradient_checkpointing: true, or audit.clip_probe.micro_batch",
+                              "last-position logits (fp32, P(code))": "audit.clip_probe.micro_batch",
+                              "KV cache (fp32, eval samples, one generate call)": "audit.clip_probe.generation_batch",
                               "AdamW (2 fp32 moments)": "audit.clip_probe.models (leave out the large ones)",
                               "weights (fp32)": "audit.clip_probe.models (leave out the large ones)"})
 

@@ -82,7 +82,10 @@ from typing import Any
 
 from .. import data, io, provenance, stats, templates
 from .. import scoring as grading
-from ..config import NO_CLIP_EPSILON  # the never-binding epsilon both backends train no_clip with
+from ..config import (  # the never-binding epsilon both backends train no_clip with
+    NO_CLIP_EPSILON,
+    variant_settings,
+)
 from ..scoring.style import is_code
 
 log = logging.getLogger(__name__)
@@ -202,13 +205,12 @@ def grpo_step(model, batch: dict, *, epsilon: float, updates: int, lr: float, be
 
 
 def _variant_settings(spec: dict) -> dict[str, tuple[float, int]]:
-    """(epsilon, updates per rollout) per probed variant, as the TRL backend trains them."""
-    g = spec["grpo"]
-    rollout = spec["probe"]["prompts_per_rollout"] * g["group_size"]
+    """(epsilon, updates per rollout) per probed variant: ``config.variant_settings``, the arithmetic
+    both training backends use, on the probe's rollout size."""
     out = {}
     for name, v in spec["variants"].items():
-        updates = 1 if v["one_update"] else rollout // g["mini_batch"]
-        out[name] = (g["epsilon"] if v["clip"] else NO_CLIP_EPSILON, max(updates, 1))
+        s = variant_settings(spec["grpo"], v, prompts_per_rollout=spec["probe"]["prompts_per_rollout"])
+        out[name] = (s.epsilon, s.updates)
     return out
 
 
