@@ -261,8 +261,8 @@ def test_cli_plan_on_the_paper_config(at_root: Path, capsys: pytest.CaptureFixtu
                  "audit_contamination", "probe_clip_bias"):
         assert rule in out
     assert "Qwen2.5-Math-7B" in out and "total" in out
-    # the paper's clip probe cannot fit (no micro-batching), so the plan fails, naming it
-    assert rc == 1 and "probe_clip_bias (Qwen2.5-Math-1.5B" in err
+    # every rule of the paper grid fits one 80 GB GPU per job (the probe micro-batched)
+    assert rc == 0 and "cannot fit" not in err
 
 
 def test_cli_plan_exits_0_when_everything_fits(at_root: Path, tmp_path: Path,
@@ -282,4 +282,4 @@ def test_plan_does_not_import_torch() -> None:
             "print('torch' in sys.modules, rc)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(ROOT / "workflow"), "PATH": "/usr/bin:/bin"})
-    assert proc.stdout.strip().splitlines()[-1] == "False 1", proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "False 0", proc.stderr[-2000:]

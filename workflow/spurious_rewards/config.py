@@ -370,7 +370,7 @@ def variant_settings(grpo: dict, variant: dict, prompts_per_rollout: int | None 
     prompts = prompts_per_rollout or variant.get("prompts_per_rollout") or grpo["prompts_per_rollout"]
     rollout = int(prompts) * int(grpo["group_size"])
     mini = rollout if variant["one_update"] else min(int(grpo["mini_batch"]), rollout)
-    micro = min(int(grpo["micro_batch"]), mini)
+    micro = min(int(grpo.get("micro_batch") or mini), mini)  # a hand-written spec may leave it out
     if rollout % mini or mini % micro:
         raise ValueError(
             f"grpo: micro_batch {micro} must divide mini_batch {mini}, which must divide the rollout {rollout}"
