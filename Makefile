@@ -11,7 +11,7 @@ CORES ?= all
 help:
 	@echo "make run   - the whole default study (CPU model organisms) end to end"
 	@echo "make test  - the test suite"
-	@echo "make lint  - ruff + snakemake --lint"
+	@echo "make lint  - ruff + lint-imports (the layering contract) + snakemake --lint"
 	@echo "make dag   - regenerate docs/rulegraph.svg"
 	@echo "make bench - every benchmark vs its target -> results/bench/*.json + BENCHMARKS.md (~10 min)"
 
@@ -31,6 +31,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check workflow tests bench
+	$(BIN)/lint-imports
 	$(BIN)/snakemake --lint
 
 bench: $(STAMP)
