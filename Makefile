@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SLURM_PLUGINS := $(VENV)/slurm-plugins
 CORES ?= all
 
 .PHONY: run test lint bench dag clean-results help
@@ -16,11 +17,17 @@ help:
 	@echo "make bench - every benchmark vs its target -> results/bench/*.json + BENCHMARKS.md (~10 min)"
 
 # torch first, pinned, from the CPU wheel: any other spec pulls a multi-GB CUDA build.
+# The SLURM executor plugin (pyproject.toml's `slurm` extra) goes beside the venv, off its
+# import path: only tests/test_slurm.py puts $(SLURM_PLUGINS) on PYTHONPATH, so no other
+# snakemake call imports it (on import it may wait ~9 s for an unreachable SLURM controller).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[cpu]"
+	rm -rf $(SLURM_PLUGINS)
+	$(BIN)/python -m pip install -q --no-deps --target $(SLURM_PLUGINS) $$($(BIN)/python -c \
+	  'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["slurm"])')
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -12,6 +12,7 @@ missing and no apt-get. The profile checks need no cluster.
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import re
 import shutil
@@ -51,10 +52,44 @@ def snakemake_cmd(*args: str, timeout: int = SNAKEMAKE_TIMEOUT) -> list[str]:
     ]
 
 
+# Where `make` installs the SLURM executor plugins (pyproject.toml's `slurm` extra): beside the
+# venv, off its import path, so that no other snakemake call imports them (see the extra).
+SLURM_PLUGINS = Path(os.environ.get("SPURIOUS_SLURM_PLUGINS", Path(sys.prefix) / "slurm-plugins"))
+
+
+def plugin_dir() -> Path | None:
+    """Where the SLURM executor plugins are: None when installed, else :data:`SLURM_PLUGINS`.
+
+    Skips the calling test where they are in neither place.
+    """
+    # on sys.path, as a subprocess would see it (find_spec would also accept an earlier import)
+    if importlib.machinery.PathFinder.find_spec("snakemake_executor_plugin_slurm") is not None:
+        return None
+    if not (SLURM_PLUGINS / "snakemake_executor_plugin_slurm").is_dir():
+        pytest.skip(
+            f"the SLURM executor plugin is not installed: `make` puts it in {SLURM_PLUGINS} "
+            "(or set SPURIOUS_SLURM_PLUGINS, or pip install -e '.[slurm]')"
+        )
+    return SLURM_PLUGINS
+
+
+def plugin_env() -> dict[str, str]:
+    """This environment, with the SLURM executor plugins importable by snakemake and its jobs.
+
+    SLURM jobs inherit the environment (`sbatch --export=ALL`), so they find the jobstep plugin too.
+    """
+    where = plugin_dir()
+    if where is None:
+        return dict(os.environ)
+    rest = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(where), *([rest] if rest else [])])}
+
+
 def run(
     cmd: list[str], cwd: Path = ROOT, timeout: int = SNAKEMAKE_TIMEOUT + 60
 ) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    """Run a snakemake command that needs the SLURM executor plugin."""
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=plugin_env())
 
 
 def dry_run_resources(*args: str) -> dict[str, dict[str, str]]:
@@ -103,7 +138,9 @@ def lines_block(lines: list[str], i: int) -> str:
     return ""
 
 
-def test_slurm_extra_holds_nothing_the_plugin_rejects():
+def test_slurm_extra_holds_nothing_the_plugin_rejects(monkeypatch):
+    if (where := plugin_dir()) is not None:
+        monkeypatch.syspath_prepend(str(where))
     from snakemake_executor_plugin_slurm.validation import get_forbidden_slurm_options
 
     prof = yaml.safe_load((PROFILE / "profile.yaml").read_text())
