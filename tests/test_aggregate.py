@@ -17,16 +17,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import N_PROBLEMS, build_tree, toy_style
 
+from spurious_rewards import config as cfgmod
 from spurious_rewards import io, provenance, stats
 from spurious_rewards import paths as layout
 from spurious_rewards.analysis import aggregate, classify
 from spurious_rewards.audit import clip_probe
-from spurious_rewards.evaluation import evaluate
-from spurious_rewards import config as cfgmod
 
 ROOT = Path(__file__).resolve().parents[1]
-N_PROBLEMS = 24
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -48,68 +47,13 @@ def make_config(study: str = "organism", models: dict | None = None, main: str =
     return cfgmod.validate(cfg)
 
 
-def _style(family: str, reward: str, variant: str, step: int) -> tuple[float, float, float]:
-    """(P(code), P(correct | code), P(correct | language)) of a toy family after `step` steps."""
-    p_code = {"qwen-math": 0.65, "nocode": 0.0}.get(family, 0.5)
-    acc_code, acc_lang = 0.9, 0.4
-    t = step / 20
-    if reward == "ground_truth":
-        acc_lang += 0.3 * t
-    elif family == "qwen-math" and variant == "clip":  # clipping pushes toward the code prior
-        p_code += 0.3 * t
-    return min(p_code, 1.0), acc_code, acc_lang
-
-
-def write_eval(path: Path, cfg: dict, model: str, steps: list[int], key: tuple, rng: np.random.Generator) -> None:
-    family = cfg["models"][model]["family"]
-    rows = []
-    for step in steps:
-        p_code, acc_code, acc_lang = _style(family, *key, step)
-        for bench, b in cfg["benchmarks"].items():
-            k = b["samples"]
-            code = rng.random((N_PROBLEMS, k)) < p_code
-            correct = rng.random((N_PROBLEMS, k)) < np.where(code, acc_code, acc_lang)
-            rep = np.zeros_like(code)
-            lengths = rng.integers(5, 40, size=(N_PROBLEMS, k))
-            io.write_jsonl(
-                ({"id": f"arith/{p}", "i": i, "response": "```python\nprint(7)\n```" if code[p, i] else "So 7.",
-                  "pred": "7", "correct": bool(correct[p, i]), "code": bool(code[p, i]), "repetition": False,
-                  "tokens": int(lengths[p, i])} for p in range(N_PROBLEMS) for i in range(k)),
-                path / "samples" / f"step{step}_{bench}.jsonl.gz",
-            )
-            summ = evaluate.summarize(correct.tolist(), code.tolist(), rep.tolist(), lengths.tolist(), b["pass_at"])
-            rows.append({"step": step, "benchmark": bench, **summ, "seconds": 0.5})
-    io.write_json({"model": model, "grading": {"graded": 1}, "results": rows}, path / "summary.json")
-
-
-def write_train(path: Path, steps: int, rng: np.random.Generator) -> None:
-    rows = [{"step": 0, "p_code": 0.5, "wall_time": 0.0}]
-    for s in range(1, steps + 1):
-        rows.append({"step": s, "reward_mean": rng.random(), "reward_std": 0.5, "accuracy": rng.random(),
-                     "accuracy_code": None if s == 1 else 0.8, "accuracy_language": 0.4,
-                     "code_frequency": 0.6, "clip_fraction": 0.01, "entropy": 1.0, "kl": 0.0,
-                     "response_length": 30.0, "p_code": 0.5 + s / 100, "updates": 4, "wall_time": s * 2.0,
-                     "grad_norm": 0.3, "loss": 0.01})
-    io.write_jsonl(rows, path)
-
-
-def build_tree(root: Path, cfg: dict) -> None:
-    rng = np.random.default_rng(0)
-    for model in cfg["models"]:
-        write_eval(root / "eval" / model / "base", cfg, model, [0], ("base", "base"), rng)
-    for run in cfgmod.runs(cfg):
-        write_eval(root / "eval" / run.path, cfg, run.model, cfgmod.checkpoint_steps(cfg),
-                   (run.reward, run.variant), rng)
-        write_train(root / "train" / run.path / "metrics.jsonl", cfg["grpo"]["steps"], rng)
-
-
 def write_audit(root: Path, cfg: dict, rng: np.random.Generator) -> None:
     """Audit outputs as the audit rules write them: toy-qwen-math does much better with `boxed`."""
     model = "toy-qwen-math"
     d = root / "audit" / "baselines" / model
     results = [{"template": "r1", "benchmark": "arith", "available": False, "reason": "test"}]
     for template, acc in (("chat", None), ("plain", 0.1), ("boxed", 0.97)):
-        p_code, acc_code, acc_lang = _style("qwen-math", "base", "base", 0)
+        p_code, acc_code, acc_lang = toy_style("qwen-math", "base", "base", 0)
         code = rng.random((N_PROBLEMS, 1)) < p_code
         p = np.where(code, acc_code, acc_lang) if acc is None else np.full((N_PROBLEMS, 1), acc)
         correct = rng.random((N_PROBLEMS, 1)) < p

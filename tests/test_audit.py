@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hostile_corpus import hostile_corpus
 
 from spurious_rewards import io, stats
 from spurious_rewards.audit import clip_probe, contamination
@@ -344,11 +345,6 @@ def test_every_audit_and_evaluation_output_has_provenance(tmp_path):
 
 def test_contamination_scoring_survives_the_hostile_corpus():
     """10,000 hostile continuations (MB-long, NULs, surrogates, nesting, injections): bool / [0, 1], never raises."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    try:
-        from hostile_corpus import hostile_corpus
-    finally:
-        sys.path.pop(0)
     corpus = hostile_corpus()
     rest = " 12+30 and \\frac{1}{2}?"
     for text in corpus:
