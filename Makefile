@@ -44,8 +44,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
+# Through temporary files, renamed only when both steps succeed: a failed snakemake or dot
+# never leaves an empty docs/rulegraph.svg behind.
 dag: $(STAMP)
-	$(BIN)/snakemake --rulegraph | dot -Tsvg > docs/rulegraph.svg
+	@command -v dot >/dev/null || { echo "make dag: 'dot' not found: install graphviz (.ci/setup-system.sh does)" >&2; exit 1; }
+	$(BIN)/snakemake --rulegraph > docs/rulegraph.dot.tmp && dot -Tsvg docs/rulegraph.dot.tmp > docs/rulegraph.svg.tmp \
+	  && mv docs/rulegraph.svg.tmp docs/rulegraph.svg; rc=$$?; rm -f docs/rulegraph.dot.tmp docs/rulegraph.svg.tmp; exit $$rc
 
 clean-results:
 	rm -rf results logs benchmarks .snakemake
