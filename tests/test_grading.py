@@ -16,8 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spurious_rewards.scoring import counters, equivalence, workers
-from spurious_rewards.scoring import extract_answer, grade, grade_many, grading_stats
+from spurious_rewards.scoring import (
+    counters,
+    equivalence,
+    extract_answer,
+    grade,
+    grade_many,
+    grading_stats,
+    workers,
+)
 
 # every code point, NUL and lone surrogates included
 ANY_CHAR = st.characters(exclude_categories=())

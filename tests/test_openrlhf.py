@@ -26,9 +26,8 @@ from pathlib import Path
 import pytest
 
 from spurious_rewards import config as cfgmod
-from spurious_rewards import templates
+from spurious_rewards import templates, training
 from spurious_rewards.scoring import rewards
-from spurious_rewards import training
 from spurious_rewards.training import openrlhf_backend as openrlhf
 from spurious_rewards.training import openrlhf_reward
 

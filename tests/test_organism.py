@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from spurious_rewards import probes
+from spurious_rewards.data import synthetic
 from spurious_rewards.organisms import build as org
 from spurious_rewards.organisms import probe as org_probe
 from spurious_rewards.scoring import style
-from spurious_rewards.data import synthetic
 
 ORGANISMS = Path(__file__).resolve().parents[1] / "workflow" / "resources" / "organisms"
 

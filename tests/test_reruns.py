@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import run_snakemake, tiny_study, write_config
 
 pytestmark = pytest.mark.slow

@@ -44,14 +44,14 @@ log = logging.getLogger(__name__)
 
 
 
-def group_advantages(rewards, group_size: int):  # noqa: ANN001, ANN201
+def group_advantages(rewards, group_size: int):
     """(r - mean_g) / (std_g + 1e-4) per group of ``group_size`` (TRL's ``scale_rewards="group"``)."""
     r = rewards.view(-1, group_size)
     adv = (r - r.mean(dim=1, keepdim=True)) / (r.std(dim=1, keepdim=True) + 1e-4)
     return adv.reshape(-1)
 
 
-def token_logps(model, input_ids, attention_mask, n_completion: int, temperature: float):  # noqa: ANN001, ANN201
+def token_logps(model, input_ids, attention_mask, n_completion: int, temperature: float):
     """Log-probabilities of the last ``n_completion`` tokens of each row (logits / temperature, as TRL)."""
     import torch
 
@@ -61,7 +61,7 @@ def token_logps(model, input_ids, attention_mask, n_completion: int, temperature
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
-def grpo_loss(logps, old_logps, advantages, mask, epsilon: float):  # noqa: ANN001, ANN201
+def grpo_loss(logps, old_logps, advantages, mask, epsilon: float):
     """TRL's ``grpo`` loss: clipped surrogate, token mean per sequence, then mean over sequences.
 
     Returns ``(loss, clipped token fraction)``.
@@ -78,7 +78,7 @@ def grpo_loss(logps, old_logps, advantages, mask, epsilon: float):  # noqa: ANN0
     return loss, frac
 
 
-def completion_mask(completion_ids, eos_id: int):  # noqa: ANN001, ANN201
+def completion_mask(completion_ids, eos_id: int):
     """1 up to and including the first EOS of each row, 0 after (TRL's completion mask)."""
     import torch
 
@@ -89,7 +89,7 @@ def completion_mask(completion_ids, eos_id: int):  # noqa: ANN001, ANN201
 
 
 def grpo_step(model, batch: dict, *, epsilon: float, updates: int, lr: float, betas: tuple[float, float],
-              max_grad_norm: float, temperature: float) -> float:  # noqa: ANN001
+              max_grad_norm: float, temperature: float) -> float:
     """One rollout's training step in place: ``updates`` mini-batch updates in ``batch['order']``.
 
     Old log-probs are those of the weights that generated the batch (cached in
@@ -143,7 +143,7 @@ class _Measure:
     """
 
     def __init__(self, tokenizer, records: list[dict], template: str, samples: int, temperature: float,
-                 top_p: float, max_new_tokens: int, seed: int) -> None:  # noqa: ANN001
+                 top_p: float, max_new_tokens: int, seed: int) -> None:
         self.tok, self.records, self.samples = tokenizer, records, samples
         self.prompts = [templates.render_prompt(tokenizer, template, r["prompt"]) for r in records]
         self.r1 = template == "r1"
@@ -154,7 +154,7 @@ class _Measure:
 
         self.code_ids = code_token_ids(tokenizer)  # one vocabulary scan, not one per measurement
 
-    def __call__(self, model) -> dict:  # noqa: ANN001
+    def __call__(self, model) -> dict:
         from ..generation import cut_at_stop
         from ..probes import first_token_code_probability
 
@@ -173,7 +173,7 @@ class _Measure:
 
 
 def _sample(model, tok, prompts: list[str], n: int, *, seed: int, temperature: float, top_p: float,
-            max_new_tokens: int, return_ids: bool = False):  # noqa: ANN001, ANN202
+            max_new_tokens: int, return_ids: bool = False):
     """``n`` samples per prompt in one seeded batch (prompt order, then sample order)."""
     import torch
 
@@ -196,7 +196,7 @@ def _sample(model, tok, prompts: list[str], n: int, *, seed: int, temperature: f
     return tok.batch_decode(comp, skip_special_tokens=True)
 
 
-def draw_batch(model, tok, prompts: list[str], *, k: int, spec: dict) -> dict:  # noqa: ANN001
+def draw_batch(model, tok, prompts: list[str], *, k: int, spec: dict) -> dict:
     """Rollout batch ``k``: prompts, samples, Bernoulli rewards, advantages and the mini-batch order."""
     import numpy as np
     import torch
@@ -220,7 +220,7 @@ def draw_batch(model, tok, prompts: list[str], *, k: int, spec: dict) -> dict:  
             "adv": group_advantages(rewards, g["group_size"]), "order": order}
 
 
-def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tokenizer=None) -> dict:  # noqa: ANN001
+def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tokenizer=None) -> dict:
     """Run the probe for one base model and write its per-draw rows and per-variant summary."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
