@@ -210,6 +210,7 @@ def slurm_cluster():
             assert down.returncode == 0, down.stdout + down.stderr
 
 
+@pytest.mark.slow  # starts SLURM daemons (once per session) and submits jobs
 def test_cluster_up_again_reuses_the_running_daemons(slurm_cluster):
     up = subprocess.run(["bash", str(CLUSTER_SH), "up"], capture_output=True, text=True, timeout=120)
     assert up.returncode == 0, up.stderr
@@ -273,6 +274,7 @@ def slurm_job_states(output: str) -> dict[str, str]:
     return dict(line.split("|", 1) for line in res.stdout.split())
 
 
+@pytest.mark.slow  # starts SLURM daemons (once per session) and submits jobs
 def test_toy_data_and_training_run_as_slurm_jobs(slurm_cluster, tmp_path):
     conf = toy_config(tmp_path)
     res = on_slurm(tmp_path, "prepare_data", "train_all", configfile=conf)
@@ -292,6 +294,7 @@ def test_toy_data_and_training_run_as_slurm_jobs(slurm_cluster, tmp_path):
     assert steps == [0, 1]
 
 
+@pytest.mark.slow  # starts SLURM daemons (once per session) and submits jobs
 def test_failing_job_is_reported_failed_and_leaves_no_output(slurm_cluster, tmp_path):
     # an existing but empty local data file: `spurious prepare-data` exits non-zero
     (tmp_path / "empty.jsonl").touch()
