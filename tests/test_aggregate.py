@@ -256,6 +256,7 @@ def test_dvc_files(study) -> None:
     assert set(plot["step"]) == {0, 10, 20}
 
 
+@pytest.mark.slow
 def test_deterministic_and_parallel_reading_agrees(study, tmp_path: Path) -> None:
     cfg, root, paths = study
     out = tmp_path / "again"

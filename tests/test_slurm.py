@@ -151,6 +151,7 @@ def test_slurm_extra_holds_nothing_the_plugin_rejects(monkeypatch):
             assert not re.search(pattern, extra), f"slurm_extra {extra!r} sets --{option}"
 
 
+@pytest.mark.slow
 def test_profile_requests_a_gpu_node_for_training_on_the_paper_grid():
     """What the plugin will submit for the paper's grid (a dry run needs no cluster).
 

@@ -99,6 +99,7 @@ def test_bad_config_fails_before_any_job(tmp_path, edit, expected):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_prepare_data_writes_normalized_sets_offline(tmp_path):
     """The default config's data phase, from the generator and the one-shot example, with no network."""
     shutil.copytree(ROOT / "workflow/resources/fixtures", tmp_path / "workflow/resources/fixtures")
