@@ -37,7 +37,8 @@ echo "gpu_check: environment ready in ${install_s} s: $VENV"
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
-export PYTHONPATH="$ROOT/workflow${PYTHONPATH:+:$PYTHONPATH}"
+# the pipeline package, installed (no PYTHONPATH edits): the reward file imports it inside Ray workers
+"$PY" -m pip install -q --no-deps -e "$ROOT"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"
 unset RAY_ADDRESS SPURIOUS_OPENRLHF_PYTHON  # a private Ray for this job; OpenRLHF runs in this venv

@@ -1,8 +1,8 @@
 """spurious_rewards.analysis.aggregate on a tiny synthetic results tree written in the pipeline's own formats.
 
-The tree: 2 models x 2 rewards (ground_truth, random with the clip/no_clip ablation) x 2 seeds,
-checkpoints at steps 10 and 20, benchmarks `arith` (1 sample) and `arith_avg4` (4 samples).
-Summaries are computed from the sample files with evaluate.summarize, as the pipeline does.
+The tree is conftest's planted one: 2 models x 2 rewards (ground_truth, random with the clip/no_clip
+ablation) x 2 seeds, checkpoints at steps 10 and 20, benchmarks `arith` (1 sample) and `arith_avg4`
+(4 samples), with audit outputs.
 """
 
 from __future__ import annotations
@@ -10,79 +10,26 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import N_PROBLEMS, build_tree, toy_style
+from conftest import N_PROBLEMS, build_paper_tree
 
 from spurious_rewards import config as cfgmod
 from spurious_rewards import io, provenance, stats
 from spurious_rewards import paths as layout
 from spurious_rewards.analysis import aggregate, classify
-from spurious_rewards.audit import clip_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def make_config(study: str = "organism", models: dict | None = None, main: str = "arith") -> dict:
-    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg["study"] = study
-    cfg["models"] = models or {k: cfg["models"][k] for k in ("toy-qwen-math", "toy-nocode")}
-    cfg["rewards"] = {
-        "ground_truth": {"spec": "ground_truth", "labels": "true_labels", "variants": ["clip"]},
-        "random": {"spec": "random(0.5)", "labels": "true_labels", "variants": ["clip", "no_clip"]},
-    }
-    cfg["seeds"] = [1, 2]
-    cfg["grpo"]["steps"], cfg["grpo"]["save_every"] = 20, 10
-    cfg["benchmarks"] = {
-        main: {"dataset": "arith_test", "samples": 1, "temperature": 0.0, "pass_at": [1]},
-        "arith_avg4": {"dataset": "arith_test", "samples": 4, "temperature": 0.6, "pass_at": [1, 4]},
-    }
-    cfg["audit"]["clean"] = ["arith_avg4"]
-    return cfgmod.validate(cfg)
-
-
-def write_audit(root: Path, cfg: dict, rng: np.random.Generator) -> None:
-    """Audit outputs as the audit rules write them: toy-qwen-math does much better with `boxed`."""
-    model = "toy-qwen-math"
-    d = root / "audit" / "baselines" / model
-    results = [{"template": "r1", "benchmark": "arith", "available": False, "reason": "test"}]
-    for template, acc in (("chat", None), ("plain", 0.1), ("boxed", 0.97)):
-        p_code, acc_code, acc_lang = toy_style("qwen-math", "base", "base", 0)
-        code = rng.random((N_PROBLEMS, 1)) < p_code
-        p = np.where(code, acc_code, acc_lang) if acc is None else np.full((N_PROBLEMS, 1), acc)
-        correct = rng.random((N_PROBLEMS, 1)) < p
-        io.write_jsonl(({"id": f"arith/{i}", "i": 0, "response": "r", "pred": "7", "correct": bool(correct[i, 0]),
-                         "code": bool(code[i, 0]), "repetition": False, "tokens": 5} for i in range(N_PROBLEMS)),
-                       d / "samples" / template / "step0_arith.jsonl.gz")
-        results.append({"template": template, "benchmark": "arith", "available": True,
-                        "accuracy": float(correct.mean()), "code_frequency": float(code.mean())})
-    io.write_json({"model": model, "paper_template": "chat", "results": results}, d / "summary.json")
-    for m in cfg["models"]:
-        ci = {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}
-        io.write_json({"model": m, "fraction": 0.6, "results": [
-            {"dataset": "arith_test", "problems": N_PROBLEMS, "skipped": 0, "exact": ci, "rouge_l": ci,
-             "correct": {"mean": 0.1, "ci_low": 0.05, "ci_high": 0.15}}]},
-            root / "audit" / "contamination" / m / "summary.json")
-        summary = [{"variant": v, "metric": k, "mean": 0.01, "ci_low": 0.0, "ci_high": 0.02, "draws": 50}
-                   for v in ("clip", "no_clip", "one_update") for k in clip_probe.METRICS]
-        io.write_json({"model": m, "dominant_style": "code", "summary": summary},
-                      root / "audit" / "clip_probe" / f"{m}.json")
-
-
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, dict[str, Path]]:
-    root = tmp_path_factory.mktemp("results")
-    cfg = make_config()
-    build_tree(root, cfg)
-    write_audit(root, cfg, np.random.default_rng(1))
-    paths = aggregate.aggregate(cfg, root, n_boot=400)
-    return cfg, root, paths
+def study(planted_study) -> tuple[dict, Path, dict[str, Path]]:
+    return planted_study
 
 
 def test_all_outputs_are_written(study) -> None:
@@ -266,14 +213,7 @@ def test_deterministic_and_parallel_reading_agrees(study, tmp_path: Path) -> Non
 
 
 def test_missing_runs_and_paper_numbers(tmp_path: Path) -> None:
-    models = {
-        "Qwen2.5-Math-7B": {"path": "Qwen/Qwen2.5-Math-7B", "template": "chat", "family": "qwen-math"},
-        "OLMo-2-1124-7B": {"path": "allenai/OLMo-2-1124-7B", "template": "r1", "family": "olmo"},
-    }
-    cfg = make_config("paper", models, main="math500")
-    build_tree(tmp_path, cfg)
-    shutil.rmtree(tmp_path / "eval/OLMo-2-1124-7B/random/no_clip/seed1")
-    (tmp_path / "train/OLMo-2-1124-7B/random/no_clip/seed1/metrics.jsonl").unlink()
+    cfg = build_paper_tree(tmp_path)
     paths = aggregate.aggregate(cfg, tmp_path, n_boot=200)
     md = paths["summary"].read_text()
     assert "runs found 11/12" in md
@@ -298,3 +238,62 @@ def test_paper_numbers_file_is_complete() -> None:
     # every model named there is one of config/paper.yaml's
     paper_models = set(yaml.safe_load((ROOT / "config/paper.yaml").read_text())["models"])
     assert set(paper["model"]) <= paper_models
+
+
+def test_config_alpha_sets_every_interval_and_the_verdict(study, tmp_path: Path) -> None:
+    """``audit.verdict.alpha`` reaches `spurious aggregate` end to end: alpha 0.5 gives narrower intervals."""
+    import copy
+    import json
+    import subprocess
+    import sys
+
+    cfg, root, paths = study
+    wide = copy.deepcopy(cfg)
+    wide["audit"]["verdict"]["alpha"] = 0.5
+    out = tmp_path / "alpha50"
+    res = subprocess.run([sys.executable, "-m", "spurious_rewards.cli", "aggregate", "--spec", json.dumps(wide),
+                          "--results-dir", str(root), "--out-dir", str(out), "--n-boot", "400"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    a = pd.read_csv(paths["summary_stats"]).dropna(subset=["ci_low"])
+    b = pd.read_csv(out / "aggregate" / "summary_stats.csv").dropna(subset=["ci_low"])
+    assert len(a) == len(b) > 0
+    width_a, width_b = (a["ci_high"] - a["ci_low"]).to_numpy(), (b["ci_high"] - b["ci_low"]).to_numpy()
+    assert (width_b <= width_a + 1e-12).all()
+    assert (width_b[width_a > 0] < width_a[width_a > 0]).all()  # every non-degenerate interval shrinks
+    va, vb = pd.read_csv(paths["verdict"]), pd.read_csv(out / "aggregate" / "verdict.csv")
+    assert not va[["gain_best_low", "gain_best_high"]].equals(vb[["gain_best_low", "gain_best_high"]])
+    assert "50% CI" in (out / "summary.md").read_text()
+
+
+def test_alpha_follows_the_config_into_the_summary_and_figures(study, tmp_path: Path, monkeypatch) -> None:
+    """audit.verdict.alpha = 0.1: every interval, the summary's wording and the figures' subtitles say 90%;
+    every audit panel has a y-axis label."""
+    from spurious_rewards.analysis import audit_tables, figures
+
+    cfg, root, _ = study
+    cfg = cfgmod.validate({**cfg, "audit": {**cfg["audit"], "verdict": {**cfg["audit"]["verdict"], "alpha": 0.1}}})
+    saved: dict[str, object] = {}
+    real_save = figures.save
+
+    def capture(fig, path: Path) -> None:
+        saved[path.name] = fig
+        real_save(fig, path)
+
+    monkeypatch.setattr(figures, "save", capture)
+    paths = aggregate.aggregate(cfg, tmp_path, results_dir=root, n_boot=400)  # the study's draws
+    md = paths["summary"].read_text()
+    assert "Gain [90% CI]" in md and "95%" not in md and "alpha 0.1" in md
+    for key in ("fig_contamination", "fig_baselines", "fig_clip_probe", "fig_clip"):
+        title = saved[paths[key].name].get_suptitle()
+        assert "90%" in title and "95%" not in title, (key, title)
+    for key in ("fig_contamination", "fig_baselines", "fig_clip_probe"):
+        axes = [ax for ax in saved[paths[key].name].axes if ax.get_visible() and ax.has_data()]
+        assert axes and all(ax.get_ylabel() for ax in axes), key
+    assert audit_tables._level(0.1) == "90%"
+    # the same bootstrap draws: the 90% CI of a gain lies inside the 95% one
+    st90, st95 = pd.read_csv(paths["summary_stats"]), pd.read_csv(study[2]["summary_stats"])
+    q = "model == 'toy-qwen-math' and reward == 'random' and variant == 'clip' and benchmark == 'arith' " \
+        "and metric == 'gain' and step == 20"
+    a, b = st90.query(q).iloc[0], st95.query(q).iloc[0]
+    assert b["ci_low"] <= a["ci_low"] <= a["ci_high"] <= b["ci_high"] and a["mean"] == b["mean"]

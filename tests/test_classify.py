@@ -1,4 +1,4 @@
-"""spurious_rewards.classify: code test, per-problem tables, transitions and partial contribution scores."""
+"""spurious_rewards.analysis.classify: code test, per-problem tables, transitions and partial contribution scores."""
 
 from __future__ import annotations
 

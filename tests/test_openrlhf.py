@@ -28,6 +28,7 @@ import pytest
 from spurious_rewards import config as cfgmod
 from spurious_rewards import templates, training
 from spurious_rewards.scoring import rewards
+from spurious_rewards.training import common as train_common
 from spurious_rewards.training import openrlhf_backend as openrlhf
 from spurious_rewards.training import openrlhf_reward
 
@@ -73,7 +74,7 @@ def flags(cmd: list[str]) -> dict[str, list[str]]:
 def test_paper_command_maps_every_grpo_setting(paper):
     spec = spec_of(paper, "Qwen2.5-Math-7B", "ground_truth", "clip", seed=3)
     cmd = command(spec)
-    assert cmd[:3] == ["python", "-m", "openrlhf.cli.train_ppo_ray"]
+    assert cmd[:4] == ["python", "-m", "spurious_rewards.training.openrlhf_patches", "--spurious.fidelity"]
     assert all(isinstance(a, str) for a in cmd)
     f = flags(cmd)
     expect = {
@@ -89,7 +90,7 @@ def test_paper_command_maps_every_grpo_setting(paper):
         "--data.max_samples": ["9600"],
         "--algo.kl.init_coef": ["0.0"],
         "--actor.eps_clip": ["0.2"],
-        "--actor.loss_agg_mode": ["seq-mean-token-mean"],
+        "--actor.loss_agg_mode": ["token-mean"],
         "--actor.adam.lr": ["5e-07"],
         "--actor.lr_scheduler": ["constant"],
         "--actor.lr_warmup_ratio": ["0"],
@@ -257,7 +258,7 @@ def _label(answer: str, truth: str | None = None, pid: str = "p1") -> str:
 @pytest.fixture()
 def adapter():
     def configure(spec: str, seed: int = 1, r1: bool = False):
-        openrlhf_reward.configure({"reward": spec, "seed": seed, "r1": r1, "workflow_dir": str(ROOT / "workflow")})
+        openrlhf_reward.configure({"reward": spec, "seed": seed, "r1": r1})
         return openrlhf_reward.reward_func
 
     yield configure
@@ -412,10 +413,14 @@ def test_train_openrlhf_publishes_like_trl_and_resumes(tmp_path, fake_openrlhf, 
     assert sorted(p.name for p in out_ckpt.iterdir()) == ["final", "index.json", "step_2", "step_4"]
     assert (out_ckpt / "step_4" / "tokenizer_config.json").exists()  # copied from the base model
     rows = [json.loads(x) for x in out_metrics.read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    for r in rows:  # even samples answer right, odd ones say 0
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    # the same row keys as the TRL backend: p_code of the base model (step 0) and of every checkpoint
+    assert rows[0]["p_code"] is not None and rows[0]["p_code"] == pytest.approx(rows[2]["p_code"])  # stub = base weights
+    assert rows[1]["p_code"] is None and rows[3]["p_code"] is None and rows[4]["p_code"] is not None
+    for r in rows[1:]:  # even samples answer right, odd ones say 0
         assert r["reward_mean"] == 0.5 and r["accuracy"] == 0.5 and r["clip_fraction"] == 0.25
         assert r["reward_failures"] == 0.0 and r["kl"] is None
+        assert set(train_common.METRICS_KEYS) <= set(r) and r["code_frequency"] is not None
     # 4 steps x 3 prompts, 5 records: the file repeats the data in seeded permutations
     written = [json.loads(x) for x in (state / "openrlhf" / "train.jsonl").read_text().splitlines()]
     assert len(written) == 12
@@ -492,8 +497,10 @@ def _report(pytestconfig, message: str) -> None:
 
 def _run_in_venv(python: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    env.update(PYTHONPATH=str(STUBS), PYTHONNOUSERSITE="1", SPURIOUS_GRADING_WORKERS="2", OMP_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false")
+    # the package is installed in a production OpenRLHF env (its conda post-deploy); the cached test venv
+    # is shared between checkouts, so it sees this checkout's package through PYTHONPATH instead
+    env.update(PYTHONPATH=os.pathsep.join([str(STUBS), str(ROOT / "workflow")]), PYTHONNOUSERSITE="1",
+               SPURIOUS_GRADING_WORKERS="2", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     return subprocess.run([str(python), *args], capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=str(STUBS))
 
@@ -536,7 +543,7 @@ def test_every_paper_command_parses_with_openrlhf(openrlhf_python, paper, tmp_pa
     assert not failed, failed[:3]
     for spec, cmd, res in zip(specs, cmds, results, strict=False):
         a = res["args"]
-        for tok in cmd[3:]:
+        for tok in cmd[5:]:
             if tok.startswith("--"):
                 _lookup(a, tok.partition("=")[0])  # no argparse abbreviation slipped through
         g = spec["grpo"]
@@ -553,6 +560,7 @@ def test_every_paper_command_parses_with_openrlhf(openrlhf_python, paper, tmp_pa
         assert all(s % a["ckpt"]["save_steps"] == 0 for s in spec["checkpoint_steps"])
         if spec["model"]["template"] == "r1":
             assert a["data"]["input_template"] == templates.R1_TEMPLATE and not a["data"]["apply_chat_template"]
+            assert set(res["patches"]) >= {"stop_strings", "prompt_order"}
         else:
             assert a["data"]["apply_chat_template"] and a["data"]["input_template"] is None
     assert results[len(cmds)]["args"]["logger"]["wandb"]["key"] == "0" * 40
@@ -673,3 +681,32 @@ def test_gpu_check_script_builds_valid_specs_and_its_probe_runs_on_cpu(tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads((tmp_path / "p.json").read_text())
     assert {r["variant"] for r in out["draws"]} == {"clip", "no_clip", "one_update"}
+
+
+def test_train_openrlhf_never_resumes_another_specs_state(tmp_path, fake_openrlhf, caplog):
+    """A finished OpenRLHF run whose spec then changes retrains from step 1 (no --ckpt.load_enable resume)."""
+    model = _organism()
+    cfg = cfgmod.load(ROOT / "config.yaml")
+    cfg["backend"] = "openrlhf"
+    cfg["models"] = {"toy": {"path": str(model), "template": "chat", "family": "toy"}}
+    cfg["rewards"] = {"ground_truth": {"spec": "ground_truth", "labels": "true_labels", "variants": ["clip"]}}
+    cfg["grpo"].update(steps=2, save_every=2, prompts_per_rollout=3, group_size=2, mini_batch=6, micro_batch=2,
+                       gpus=1, max_prompt_tokens=256)
+    cfg = cfgmod.validate(cfg)
+    data_path = tmp_path / "train.jsonl"
+    data_path.write_text("".join(json.dumps(r) + "\n" for r in _records(5)))
+    state = tmp_path / "state"
+
+    def run(c: dict, out: str) -> None:
+        spec = cfgmod.run_spec(c, cfgmod.Run("toy", "ground_truth", "clip", 1))
+        training.train(spec, data_path=data_path, state_dir=state, out_checkpoints=tmp_path / out / "ck",
+                       out_metrics=tmp_path / out / "metrics.jsonl")
+
+    run(cfg, "a")
+    assert (state / "openrlhf" / "ckpt").exists()
+    cfg["grpo"]["lr"] = 3e-6
+    with caplog.at_level("WARNING"):
+        run(cfg, "b")
+    assert "discarding the state" in caplog.text and "grpo.lr" in caplog.text
+    argv = json.loads((state / "openrlhf" / "command.json").read_text())["argv"]
+    assert argv[argv.index("--actor.adam.lr") + 1] == "3e-06"

@@ -143,14 +143,21 @@ def test_fp32_7b_trl_run_on_one_80gb_gpu_is_infeasible(at_root: Path) -> None:
     assert "weights (fp32) 30.5" in update
 
 
-def test_paper_clip_probe_cannot_fit_and_says_which_setting(at_root: Path) -> None:
-    problems = plan.check(_validated(_paper_raw()))
+def test_paper_clip_probe_fits_micro_batched_and_an_unbatched_one_fails_naming_the_setting(at_root: Path) -> None:
+    """At paper settings the micro-batched probe plans within one 80 GB GPU; the probe as it was
+    (the whole 1,024-sequence rollout in one generate call, a 64-sequence forward) is refused."""
+    assert plan.check(_validated(_paper_raw())) == []
+    raw = _paper_raw()
+    raw["audit"]["clip_probe"].update(generation_batch=None, micro_batch=64, gradient_checkpointing=False)
+    problems = plan.check(_validated(raw))
     assert problems and all(p.startswith("probe_clip_bias (") for p in problems), problems
     probed = {p.split("(")[1].split(",")[0] for p in problems}
     assert probed == set(_paper_raw()["audit"]["clip_probe"]["models"])
     rollout = next(p for p in problems if "Qwen2.5-Math-1.5B, rollout generate" in p)
     # 1,024 sequences x 4,096 tokens x 56 KiB of fp32 K/V per token = 240 GB
-    assert "KV cache (fp32, whole rollout) 240.5" in rollout and "audit.clip_probe.prompts_per_rollout" in rollout
+    assert "KV cache (fp32, one generate call) 240.5" in rollout and "audit.clip_probe.generation_batch" in rollout
+    update = next(p for p in problems if "Qwen2.5-Math-1.5B, update" in p)
+    assert "audit.clip_probe.micro_batch" in update
 
 
 def test_paper_without_probe_fits_80gb_but_not_40gb(at_root: Path) -> None:
@@ -210,7 +217,14 @@ def test_paper_grid_checkpoint_storage_and_runs(at_root: Path) -> None:
     assert costs["train_grpo"].jobs == len(runs) == 420
     steps = len(config.checkpoint_steps(cfg))
     expect = sum(steps * (plan.model_arch(cfg, r.model).params * 2 + plan.TOKENIZER_BYTES) for r in runs)
-    assert costs["train_grpo"].storage["checkpoints (published)"] == pytest.approx(expect)
+    assert costs["train_grpo"].storage["checkpoints (published; retention all)"] == pytest.approx(expect)
+    # state/ holds only the resumable trainer state (the published checkpoints are hard links into it)
+    state = costs["train_grpo"].storage["state/ (resumable; spurious prune deletes it)"]
+    assert 0 < state < expect
+    pruned = _validated({**_paper_raw(), "retention": {"state": "prune", "checkpoints": "final"}})
+    kept = {c.phase: c for c in plan.cost_plan(pruned)}["train_grpo"].storage
+    assert set(kept) == {"checkpoints (published; retention final)"}
+    assert kept["checkpoints (published; retention final)"] == pytest.approx(expect / steps)
     assert 60e12 < expect < 80e12  # ~70 TB: the issue's estimate of the published checkpoints
     total = sum(c.gpu_hours for c in costs.values())
     assert costs["train_grpo"].gpu_hours == max(c.gpu_hours for c in costs.values())

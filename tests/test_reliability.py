@@ -22,13 +22,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import build_tree
-from hostile_corpus import MEGABYTE, hostile_corpus, marker_payloads
 
 from spurious_rewards import config, data, io, paths, provenance, training
 from spurious_rewards import scoring as grading
 from spurious_rewards.analysis import samples
 from spurious_rewards.scoring import rewards, style
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hostile_corpus import MEGABYTE, hostile_corpus, marker_payloads
 
 ROOT = Path(__file__).resolve().parents[1]
 ORGANISM = ROOT / "workflow/resources/organisms/toy-qwen-math"
@@ -134,14 +135,15 @@ def test_sigkill_prepare_data_leaves_nothing_partial_and_rerun_completes(tmp_pat
 
 
 # --- spurious aggregate ------------------------------------------------------------------
-# The results tree is conftest.build_tree's, in test_aggregate's study shape: 2 models x 6
-# (reward, variant) cells x 2 seeds, in the pipeline's own formats (summary.json,
-# samples/step*_*.jsonl.gz, metrics.jsonl).
+# The results tree is test_aggregate's: 2 models x 6 (reward, variant) cells x 2 seeds, in the
+# pipeline's own formats (summary.json, samples/step*_*.jsonl.gz, metrics.jsonl).
 
 
 @pytest.fixture(scope="module")
 def agg_study(tmp_path_factory) -> dict:
     """A results tree, an older one (one run missing) and the uninterrupted outputs of both."""
+    from conftest import build_tree
+
     root = tmp_path_factory.mktemp("agg")
     cfg = _agg_config()
     tree, old_tree = root / "tree", root / "old_tree"

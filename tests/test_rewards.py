@@ -248,6 +248,7 @@ def test_reward_names() -> None:
     assert set(REWARD_NAMES) == {
         "ground_truth",
         "format",
+        "format_authors",
         "python",
         "no_python",
         "no_repetition",

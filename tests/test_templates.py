@@ -34,7 +34,7 @@ def organism_tokenizer():
 
 
 def test_templates_tuple() -> None:
-    assert TEMPLATES == ("chat", "r1", "plain")
+    assert TEMPLATES == ("chat", "r1", "r1_authors", "plain")
 
 
 def test_chat_uses_single_user_turn_with_generation_prompt() -> None:
@@ -92,7 +92,7 @@ EXAMPLES = [{"prompt": "What is 1+2?", "answer": "3"}, {"prompt": "What is 2*5?"
 
 
 def test_baseline_templates_cover_the_audit_set() -> None:
-    assert BASELINE_TEMPLATES == ("chat", "plain", "boxed", "r1", "few_shot")
+    assert BASELINE_TEMPLATES == ("chat", "plain", "boxed", "r1", "few_shot", "r1_authors")
     assert set(TEMPLATES) <= set(BASELINE_TEMPLATES)
 
 

@@ -68,7 +68,7 @@ def test_trl_mapping_is_faithful():
     assert clip["max_steps"] == 150 * 8
     assert clip["epsilon"] == clip["epsilon_high"] == 0.2
     assert clip["beta"] == 0.0 and clip["lr_scheduler_type"] == "constant" and clip["learning_rate"] == 5e-7
-    assert clip["loss_type"] == "grpo" and clip["num_iterations"] == 1 and clip["bf16"] is False
+    assert clip["loss_type"] == "dapo" and clip["num_iterations"] == 1 and clip["bf16"] is False
     assert kw["no_clip"]["epsilon"] >= 1e9 and kw["no_clip"]["max_steps"] == clip["max_steps"]
     one = kw["one_update"]
     assert one["per_device_train_batch_size"] * one["gradient_accumulation_steps"] == 1024

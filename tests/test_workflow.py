@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -11,6 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import make_workdir
+
+from spurious_rewards import config as cfgmod
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,6 +90,9 @@ def test_paper_config_plans_the_full_grid(tmp_path):
         (lambda c: c["rewards"]["random"]["variants"].append("noclip"), "'noclip' is not a variant"),
         (lambda c: c["rewards"]["format"].__setitem__("spec", "format AND pyhton"), "pyhton"),
         (lambda c: c.__setitem__("backend", "verl"), "allowed values: trl, openrlhf"),
+        (lambda c: c["models"]["toy-nocode"].update(path="./my-models/qwen", organism=None),
+         "models.toy-nocode.path: './my-models/qwen' is neither an existing local folder nor a hub id"),
+        (lambda c: c["models"]["toy-nocode"].update(path="Qwen/Qwen2.5 Math", organism=None), "nor a hub id"),
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path, edit, expected):
@@ -96,7 +103,22 @@ def test_bad_config_fails_before_any_job(tmp_path, edit, expected):
     res = snakemake("-n", "--configfile", str(bad), "--directory", str(tmp_path))
     assert res.returncode != 0
     assert expected in res.stdout + res.stderr
+    assert f"{bad}: invalid config" in res.stdout + res.stderr  # the user's file, not common.smk
     assert not (tmp_path / "results").exists()
+
+
+def test_yaml11_exponent_floats_are_numbers(tmp_path):
+    """``lr: 1e-4`` is a string to YAML 1.1 (PyYAML, Snakemake); the config takes it as the number it means."""
+    text = (ROOT / "config.yaml").read_text().replace("  lr: 1.0e-4", "  lr: 1e-4")
+    assert "  lr: 1e-4" in text
+    assert yaml.safe_load(text)["grpo"]["lr"] == "1e-4"
+    wd = make_workdir(tmp_path / "wd", {})
+    path = wd / "config.yaml"
+    path.write_text(text)
+    cfg = cfgmod.load(path)
+    assert cfg["grpo"]["lr"] == 1e-4
+    res = snakemake("-n", "--quiet", "rules", "--configfile", str(path), "--directory", str(wd))
+    assert res.returncode == 0, res.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -123,3 +145,58 @@ def test_prepare_data_writes_normalized_sets_offline(tmp_path):
             assert all(isinstance(v, str) for v in rec.values())
     aime25 = [json.loads(x) for x in (tmp_path / "results/data/aime25.jsonl").read_text().splitlines()]
     assert len({r["id"] for r in aime25}) == len(aime25)
+
+
+def test_readme_layout_table_names_real_files():
+    """README's "What runs where" table matches the package layout: every module and rule file it names exists."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| Phase | Rule file |"):text.index("Every rule is one thin call")]
+    pkg = ROOT / "workflow" / "spurious_rewards"
+    names = re.findall(r"`([\w/.-]+\.(?:py|smk|yaml))`", table)
+    assert len(names) > 20
+    for name in names:
+        if name.startswith("workflow/"):
+            assert (ROOT / name).exists(), name
+            continue
+        hits = list(pkg.glob(name)) + list(pkg.glob(f"*/{name}"))
+        assert hits, f"README names {name}, which is not in workflow/spurious_rewards/"
+
+
+@pytest.mark.slow
+def test_a_plain_install_validates_a_config(tmp_path):
+    """``pip install .`` (not editable) carries the schema and the paper numbers as package data."""
+    # a copy of the package's sources: setuptools builds in-tree (build/), which must not land in the checkout
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "workflow" / "spurious_rewards", src / "workflow" / "spurious_rewards",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    target = tmp_path / "site"
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                          "--target", str(target), str(src)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    code = ("import spurious_rewards, sys; from spurious_rewards import config; "
+            "from spurious_rewards.analysis import aggregate; "
+            "assert spurious_rewards.__file__.startswith(sys.argv[1]), spurious_rewards.__file__; "
+            "cfg = config.load(sys.argv[2]); assert aggregate.load_paper_numbers().shape[0] > 10; "
+            "print(len(list(config.runs(cfg))))")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    res = subprocess.run([sys.executable, "-c", code, str(target), str(ROOT / "config/paper.yaml")], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert int(res.stdout.strip()) > 100
+
+
+def test_an_infeasible_setting_fails_the_dry_run_naming_rule_and_setting(tmp_path):
+    """The memory plan runs inside the DAG's validation: an fp32 7B TRL run on one 80 GB GPU never
+    reaches a queue (snakemake -n already refuses it, with the rule, the estimate and what to change)."""
+    cfg = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    cfg["backend"] = "trl"
+    cfg["grpo"]["gpus"] = 1
+    bad = tmp_path / "paper-trl-1gpu.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--configfile", str(bad), "--directory", str(tmp_path))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "cannot fit" in out and "train_grpo (Qwen2.5-Math-7B" in out and "grpo.precision: bf16" in out, out[-3000:]
+    assert not (tmp_path / "results").exists()

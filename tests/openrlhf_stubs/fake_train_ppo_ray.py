@@ -1,6 +1,6 @@
 """A stand-in for ``python -m openrlhf.cli.train_ppo_ray`` that honours its I/O contract on CPU.
 
-Why: ``spurious_rewards.openrlhf.train_openrlhf`` cannot run real OpenRLHF without GPUs,
+Why: ``spurious_rewards.training.openrlhf_backend.train_openrlhf`` cannot run real OpenRLHF without GPUs,
 but everything around it can be tested: the data file it writes, the per-run reward file
 (loaded here with ``spec_from_file_location`` exactly as OpenRLHF does), the streamed
 ``✨ Global step N: {...}`` lines, ``{ckpt.path}/global_step{N}_hf`` folders and resuming

@@ -8,7 +8,10 @@ the module's ``__main__`` block is where OpenRLHF parses *and* validates (its as
 GPU counts, packing, estimators...), then calls ``train(args)``. We import the module once
 (the slow part: ray, deepspeed, transformers), then execute only that block per command
 with ``train`` replaced by a function that records the namespace, so hundreds of commands
-cost one import. Needs the vllm/flash_attn stubs beside this file on ``PYTHONPATH``.
+cost one import. A command of our launcher has its ``--spurious.fidelity`` flag taken out by
+the launcher's own parser, its patches installed on the real OpenRLHF modules (reported as
+``"patches"``), and the rest parsed as above. Needs the vllm/flash_attn stubs beside this
+file and the repository's ``workflow/`` on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import json
 import sys
 from types import SimpleNamespace
 from typing import Any
+
+#: Our launcher (``python -m spurious_rewards.training.openrlhf_patches --spurious.fidelity JSON <OpenRLHF argv>``).
+LAUNCHER = "spurious_rewards.training.openrlhf_patches"
 
 
 class _Parsed(Exception):
@@ -92,11 +98,23 @@ def main() -> int:
         if len(cmd) < 3 or cmd[1] != "-m":
             results.append({"ok": False, "error": f"not a 'python -m module ...' command: {cmd[:3]}"})
             continue
-        name = cmd[2]
+        name, argv, patches = cmd[2], cmd[3:], None
+        if name == LAUNCHER:  # our launcher: its flag out, its patches applied to the real modules
+            launcher = importlib.import_module(LAUNCHER)
+            try:
+                options, argv = launcher.split_argv(argv)
+                patches = launcher.check_targets(options)
+            except Exception as exc:
+                results.append({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            name = launcher.OPENRLHF_ENTRY
         if name not in modules:
             mod = importlib.import_module(name)
             modules[name] = (mod, _main_block(mod))
-        results.append(check(cmd[3:], *modules[name]))
+        result = check(argv, *modules[name])
+        if patches is not None:
+            result["patches"] = patches
+        results.append(result)
     with open(sys.argv[2], "w", encoding="utf-8") as fh:
         json.dump({"results": results}, fh)
     return 0

@@ -4,7 +4,9 @@ Why a module of its own: training, evaluation and the organism probe must render
 a problem the same way, or accuracy differences would come from the prompt, not
 the reward. Each template kind also fixes its stop strings, which travel with it.
 
-Training uses ``chat``, ``r1`` or ``plain`` (the paper's choices). The
+Training uses ``chat``, ``r1``, ``r1_authors`` or ``plain`` (the paper's choices;
+``r1_authors`` is ``r1`` as the authors' launch script really passed it, see
+:data:`R1_AUTHORS_TEMPLATE`). The
 prompt-robust baselines of the audit add two more, because a gain measured
 against a badly prompted base model overstates RL:
 
@@ -21,10 +23,13 @@ from collections.abc import Sequence
 from typing import Any
 
 #: Templates a model can be trained and evaluated with.
-TEMPLATES: tuple[str, ...] = ("chat", "r1", "plain")
+TEMPLATES: tuple[str, ...] = ("chat", "r1", "r1_authors", "plain")
+
+#: The <think>/<answer> templates: answers are read from the answer span, generation stops at </answer>.
+R1_TEMPLATES: tuple[str, ...] = ("r1", "r1_authors")
 
 #: Every template the prompt-robust baselines can evaluate (training templates first).
-BASELINE_TEMPLATES: tuple[str, ...] = ("chat", "plain", "boxed", "r1", "few_shot")
+BASELINE_TEMPLATES: tuple[str, ...] = ("chat", "plain", "boxed", "r1", "few_shot", "r1_authors")
 
 #: The authors' "R1-style" ``--input_template`` with real newlines (as in their
 #: offline eval, paper-setup.md §7); ``{}`` is the problem. It ends inside the
@@ -37,6 +42,12 @@ R1_TEMPLATE = (
     "</answer>.\n\n<|user|>\n{}\n<|assistant|>\n<think>"
 )
 
+#: The R1 template exactly as the authors' Llama launch script passed it: the script writes
+#: ``\n`` inside bash double quotes, which bash does not expand, so the model saw a literal
+#: backslash followed by ``n`` (two characters), not a newline. The paper's numbers for the
+#: base Llama/OLMo models come from this prompt, in training and in their in-training eval.
+R1_AUTHORS_TEMPLATE = R1_TEMPLATE.replace("\n", "\\n")
+
 #: Qwen2.5-Math's own CoT instruction (its chat template's default system prompt).
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -46,6 +57,7 @@ FEW_SHOT_PROBLEM, FEW_SHOT_SOLUTION = "Problem:", "Solution:"
 _STOPS: dict[str, list[str]] = {
     "chat": [],
     "r1": ["</answer>"],
+    "r1_authors": ["</answer>"],
     "plain": [],
     "boxed": [],
     "few_shot": [f"\n\n{FEW_SHOT_PROBLEM}"],
@@ -66,6 +78,11 @@ def has_chat_template(tokenizer: Any) -> bool:
     if not hasattr(tokenizer, "apply_chat_template"):
         return False
     return getattr(tokenizer, "chat_template", "unset") not in (None, "")
+
+
+def is_r1(template: str) -> bool:
+    """True for the <think>/<answer> templates (answer span, stop at ``</answer>``)."""
+    return template in R1_TEMPLATES
 
 
 def _chat(tokenizer: Any, content: str) -> str:
@@ -97,15 +114,15 @@ def render_prompt(tokenizer: Any, template: str, problem: str, *, examples: Sequ
     ``chat`` is a single user turn with ``add_generation_prompt=True``, exactly as
     the authors' code calls it, so the model's default system prompt (if any) is
     included. ``r1`` substitutes the problem verbatim (no ``str.format``: problems
-    may contain braces). ``plain`` is the raw problem. ``boxed`` and ``few_shot``
+    may contain braces); ``r1_authors`` likewise, with the authors' literal ``\\n``. ``plain`` is the raw problem. ``boxed`` and ``few_shot``
     (``examples`` = the solved examples) are the audit's extra baselines.
     Raises :class:`TemplateUnavailable` when ``chat`` meets a tokenizer without one.
     """
     _check(template)
     if template == "chat":
         return _chat(tokenizer, problem)
-    if template == "r1":
-        head, tail = R1_TEMPLATE.split("{}")
+    if is_r1(template):
+        head, tail = (R1_TEMPLATE if template == "r1" else R1_AUTHORS_TEMPLATE).split("{}")
         return head + problem + tail
     if template == "boxed":
         content = f"{problem}\n{BOXED_INSTRUCTION}"

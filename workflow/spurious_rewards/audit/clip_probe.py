@@ -4,15 +4,16 @@ The paper explains the random-reward gain by a bias of PPO/GRPO clipping: with
 rewards independent of the response, the clipped objective is not zero in
 expectation but pushes the policy toward what it already prefers (for
 Qwen2.5-Math, code). A full training run is a poor instrument for that: over
-tens of steps the style wanders by ±10 points with the seed
-(shared/reference/organism-trial.md). Here the expectation is taken directly:
+tens of steps the style wanders by ±10 points with the seed. Here the
+expectation is taken directly:
 
 1. from the frozen base model, draw ``K`` independent rollout batches (fresh
-   prompts, fresh samples, fresh Bernoulli(p) rewards);
+   prompts, fresh samples, fresh Bernoulli(p) rewards); the base weights are
+   restored before every draw, so draw ``k`` is the same whatever the variants;
 2. from each batch, apply one training step, i.e. the variant's updates per
    rollout (several off-policy updates for ``clip``/``no_clip``, one for
    ``one_update``), once per variant, each from the same base weights and the
-   same batch, mini-batch order and rewards;
+   same batch, mini-batch order, rewards and RNG stream;
 3. measure the change in P(dominant style) and in accuracy; average over K.
 
 Under a random reward the unclipped objective has mean zero, so any systematic
@@ -20,28 +21,79 @@ drift of ``clip`` beyond ``no_clip`` (the paired difference per draw) is the bia
 With one update per rollout the ratio is exactly 1 and clipping cannot act, so
 ``clip`` and ``no_clip`` must agree bit for bit: the probe's built-in control.
 
+The style measure (``audit.clip_probe.style``). For the organisms the code/language
+choice is the first completion token, so P(first token opens a code fence) is an
+exact, noise-free measure. Real models write prose before their code, so that
+probability is about 0 for them and says nothing; there the measure is the sampled
+code frequency, the paper's own classifier (``scoring.style.is_code``: "python" in the
+response). ``auto`` picks the first for organisms (a model entry with an
+``organism:`` block, or a model directory holding the ``organism.json`` manifest
+that organism pre-training writes) and the second otherwise. Dominance ("code" when
+the base model's measure is >= 0.5) and ``d_p_dominant`` use the chosen measure.
+
+Memory. The probe must run at paper scale (1,024 sequences of up to
+4,096 tokens and a 152k vocabulary). Nothing is computed for the whole rollout at
+once: rollouts and measurement samples are generated ``generation_batch``
+sequences per ``generate`` call (KV cache), and every forward pass, with or
+without gradient, takes ``micro_batch`` sequences, runs the LM head on the
+completion positions only (``logits_to_keep``) and gathers the completion tokens'
+log-probs after a per-row logsumexp (TRL's ``selective_log_softmax``), so a
+full-vocabulary log-softmax exists for at most one sequence at a time. Each
+mini-batch update accumulates its micro-batches' gradients before the one
+optimizer step, with the loss weights that make the sum equal the mini-batch
+loss; logits stay in the model's dtype (bf16 for a bf16 model, where
+``selective_log_softmax`` falls back to its row-wise, stable path). With
+``micro_batch`` and ``generation_batch`` equal to the whole rollout the probe
+computes what the unbatched probe did; smaller micro-batches change the numbers
+only by float rounding (tested). A smaller ``generation_batch`` draws different
+(equally valid, seeded) samples, because one RNG stream is consumed batch by
+batch; the draw is still made once and shared by every variant, so the pairing
+is exact whatever the sizes. The weights stay fp32 (about 16 bytes per parameter
+with the gradient and AdamW's moments): in bf16 an update of lr 5e-7 relative
+size is below the format's resolution and would be lost.
+
+The optimizer. Every step builds a fresh AdamW (zero moments), as the first
+step of a run does. Adam's first update is then close to ``lr * sign(g)`` per
+parameter, not the update a mid-training optimizer state would give (the moments
+there average many past gradients). The probe therefore measures the bias of the
+first step from the base model, which is what it claims; it is not a measurement
+of the per-step bias late in training.
+
 Why our own GRPO step instead of TRL's trainer: the probe needs the same step
 applied K x variants times from one start, and a ``GRPOTrainer`` per step costs
 seconds of set-up and hides the update inside its loop. The step below is TRL's
 ``grpo`` loss (``loss_type="grpo"``, ``scale_rewards="group"``, no KL) written out;
 :func:`grpo_loss` is checked against the definition in the tests.
+
+The rollout engine is a seam (:class:`HFRollout`): it samples token ids from the
+in-memory base model. A vLLM engine can take its place (the probe samples only
+from base weights, so such an engine would load them once and never sync).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 from .. import data, io, provenance, stats, templates
 from .. import scoring as grading
-from ..config import NO_CLIP_EPSILON  # the never-binding epsilon both backends train no_clip with
+from ..config import (  # the never-binding epsilon both backends train no_clip with
+    NO_CLIP_EPSILON,
+    variant_settings,
+)
 from ..scoring.style import is_code
 
 log = logging.getLogger(__name__)
 
+STYLES = ("auto", "first_token", "code_frequency")
+
+
+# ----------------------------------------------------------------------------- the GRPO step
 
 
 def group_advantages(rewards, group_size: int):
@@ -52,13 +104,41 @@ def group_advantages(rewards, group_size: int):
 
 
 def token_logps(model, input_ids, attention_mask, n_completion: int, temperature: float):
-    """Log-probabilities of the last ``n_completion`` tokens of each row (logits / temperature, as TRL)."""
+    """Log-probabilities of the last ``n_completion`` tokens of each row (logits / temperature, as TRL).
+
+    Only the completion positions go through the LM head (``logits_to_keep``), and
+    the log-probs are gathered after a logsumexp per sequence, never from a
+    full-vocabulary ``log_softmax`` of the whole batch. Meant for one micro-batch. The
+    logits stay in the model's dtype; the per-token log-probs (micro x tokens, small)
+    are returned in fp32, so the ratio of a bf16 model is not rounded to bf16 again.
+    """
+    from trl.trainer.utils import selective_log_softmax
+
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=n_completion + 1).logits
+    return selective_log_softmax(logits[:, :-1, :], input_ids[:, -n_completion:], temperature=temperature).float()
+
+
+def rollout_logps(model, ids, attention, n_completion: int, temperature: float, micro_batch: int):
+    """:func:`token_logps` of every row without gradient, ``micro_batch`` rows per forward pass."""
     import torch
 
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    logits = logits[:, -n_completion - 1 : -1, :] / temperature
-    targets = input_ids[:, -n_completion:]
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    with torch.no_grad():
+        parts = [token_logps(model, ids[i : i + micro_batch], attention[i : i + micro_batch], n_completion,
+                             temperature) for i in range(0, ids.size(0), micro_batch)]
+    return torch.cat(parts)
+
+
+def _grpo_terms(logps, old_logps, advantages, mask, epsilon: float):
+    """Per-sequence token-mean loss, clipped-token count and token count (tensors)."""
+    import torch
+
+    ratio = torch.exp(logps - old_logps)
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon)
+    adv = advantages.unsqueeze(1)
+    per_token = -torch.min(ratio * adv, clipped * adv)
+    per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+    is_clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + epsilon) & (adv > 0))
+    return per_seq, (is_clipped.float() * mask).sum(), mask.sum()
 
 
 def grpo_loss(logps, old_logps, advantages, mask, epsilon: float):
@@ -66,16 +146,8 @@ def grpo_loss(logps, old_logps, advantages, mask, epsilon: float):
 
     Returns ``(loss, clipped token fraction)``.
     """
-    import torch
-
-    ratio = torch.exp(logps - old_logps)
-    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon)
-    adv = advantages.unsqueeze(1)
-    per_token = -torch.min(ratio * adv, clipped * adv)
-    loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
-    is_clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + epsilon) & (adv > 0))
-    frac = float((is_clipped.float() * mask).sum() / mask.sum().clamp(min=1.0))
-    return loss, frac
+    per_seq, n_clipped, n_tokens = _grpo_terms(logps, old_logps, advantages, mask, epsilon)
+    return per_seq.mean(), float(n_clipped / n_tokens.clamp(min=1.0))
 
 
 def completion_mask(completion_ids, eos_id: int):
@@ -89,49 +161,157 @@ def completion_mask(completion_ids, eos_id: int):
 
 
 def grpo_step(model, batch: dict, *, epsilon: float, updates: int, lr: float, betas: tuple[float, float],
-              max_grad_norm: float, temperature: float) -> float:
+              max_grad_norm: float, temperature: float, micro_batch: int | None = None) -> float:
     """One rollout's training step in place: ``updates`` mini-batch updates in ``batch['order']``.
 
-    Old log-probs are those of the weights that generated the batch (cached in
-    ``batch['old_logps']``, so call it first on those weights); with one update
-    they are the current ones detached (ratio exactly 1), as in TRL.
-    Returns the mean clipped-token fraction.
+    Each mini-batch is fed ``micro_batch`` sequences at a time (None: all at once);
+    the gradients of its micro-batches add up, each loss weighted by its share of
+    the mini-batch's sequences, so the accumulated gradient is that of the
+    mini-batch loss. Old log-probs are those of the weights that generated the batch
+    (cached in ``batch['old_logps']``, so call it first on those weights); with one
+    update they are the current ones detached (ratio exactly 1), as in TRL.
+    Returns the mean clipped-token fraction of the updates.
     """
     import torch
 
     ids, attn, mask, adv, order = batch["ids"], batch["attention"], batch["mask"], batch["adv"], batch["order"]
     n_comp = mask.size(1)
+    micro = int(micro_batch or ids.size(0))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=0.0)
     old = None
     if updates > 1:
         old = batch.get("old_logps")
         if old is None:  # the same for every variant of a draw: computed once, from the base weights
-            with torch.no_grad():
-                old = batch["old_logps"] = token_logps(model, ids, attn, n_comp, temperature)
+            old = batch["old_logps"] = rollout_logps(model, ids, attn, n_comp, temperature, micro)
     model.train()
     fracs = []
-    for chunk in order.chunk(updates):
-        logps = token_logps(model, ids[chunk], attn[chunk], n_comp, temperature)
-        ref = logps.detach() if old is None else old[chunk]
-        loss, frac = grpo_loss(logps, ref, adv[chunk], mask[chunk], epsilon)
+    for mini in order.chunk(updates):
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        n_clipped = n_tokens = 0.0
+        for part in mini.split(micro):
+            logps = token_logps(model, ids[part], attn[part], n_comp, temperature)
+            ref = logps.detach() if old is None else old[part]
+            per_seq, c, t = _grpo_terms(logps, ref, adv[part], mask[part], epsilon)
+            # the mean over the mini-batch as a sum of micro-batch terms (one term: exactly the mean)
+            loss = per_seq.mean() if len(part) == len(mini) else per_seq.sum() / len(mini)
+            loss.backward()
+            n_clipped, n_tokens = n_clipped + c, n_tokens + t
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         opt.step()
-        fracs.append(frac)
+        fracs.append(float(n_clipped / n_tokens.clamp(min=1.0)))
+    opt.zero_grad(set_to_none=True)  # free the gradients before the next measurement
     model.eval()
     return sum(fracs) / len(fracs)
 
 
 def _variant_settings(spec: dict) -> dict[str, tuple[float, int]]:
-    """(epsilon, updates per rollout) per probed variant, as the TRL backend trains them."""
-    g = spec["grpo"]
-    rollout = spec["probe"]["prompts_per_rollout"] * g["group_size"]
+    """(epsilon, updates per rollout) per probed variant: ``config.variant_settings``, the arithmetic
+    both training backends use, on the probe's rollout size."""
     out = {}
     for name, v in spec["variants"].items():
-        updates = 1 if v["one_update"] else rollout // g["mini_batch"]
-        out[name] = (g["epsilon"] if v["clip"] else NO_CLIP_EPSILON, max(updates, 1))
+        s = variant_settings(spec["grpo"], v, prompts_per_rollout=spec["probe"]["prompts_per_rollout"])
+        out[name] = (s.epsilon, s.updates)
     return out
+
+
+def batch_sizes(spec: dict) -> tuple[int, int | None]:
+    """(micro_batch, generation_batch) of the probe, with their fall-backs resolved.
+
+    ``audit.clip_probe.micro_batch`` null = ``grpo.micro_batch`` (the training
+    memory knob); ``generation_batch`` null stays None: every ``generate`` call
+    samples all its sequences at once (the whole rollout, all measurement samples).
+    """
+    pr, g = spec["probe"], spec["grpo"]
+    rollout = pr["prompts_per_rollout"] * g["group_size"]
+    out = []
+    for key, fallback in (("micro_batch", g.get("micro_batch") or rollout), ("generation_batch", None)):
+        value = pr.get(key)
+        if value is None:
+            out.append(fallback)
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"audit.clip_probe.{key}: {value!r}; allowed: an integer >= 1, or null")
+        else:
+            out.append(value)
+    return out[0], out[1]
+
+
+def is_organism(model_entry: dict, model_dir: str | Path) -> bool:
+    """A model organism: its config entry has an ``organism:`` block, or its directory the manifest."""
+    return bool(model_entry.get("organism")) or (Path(model_dir) / "organism.json").is_file()
+
+
+def style_measure(spec: dict, model_dir: str | Path) -> str:
+    """``first_token`` or ``code_frequency``: ``audit.clip_probe.style``, ``auto`` resolved (module docstring)."""
+    choice = spec["probe"].get("style") or "auto"
+    if choice not in STYLES:
+        raise ValueError(f"audit.clip_probe.style: {choice!r}; allowed: {', '.join(STYLES)}")
+    if choice != "auto":
+        return choice
+    return "first_token" if is_organism(spec["model"], model_dir) else "code_frequency"
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+class HFRollout:
+    """Seeded sampling of token ids with HF ``generate`` on an in-memory model, in batches.
+
+    The engine seam of the probe: :meth:`sample` returns the batches it generated,
+    each ``(prompt ids, prompt attention mask, completion ids)`` with left-padded
+    prompts, in prompt-then-sample order (``batch_size`` None: one call for all).
+    One RNG stream is seeded once per call and
+    consumed batch by batch, so a batch as large as the call reproduces a single
+    ``generate`` exactly, and the CUDA generator is forked and seeded too.
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int | None = None) -> None:
+        self.model, self.tok, self.batch_size = model, tokenizer, batch_size
+
+    def sample(self, prompts: list[str], n: int, *, seed: int, temperature: float, top_p: float,
+               max_new_tokens: int) -> list[tuple[Any, Any, Any]]:
+        import torch
+
+        tok = self.tok
+        flat = [p for p in prompts for _ in range(n)]
+        device = next(self.model.parameters()).device
+        kw = {"max_new_tokens": max_new_tokens, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
+        if temperature == 0:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        out = []
+        cuda = [device] if device.type == "cuda" else []
+        with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            step = self.batch_size or len(flat)  # None: one call for all
+            for i in range(0, len(flat), step):
+                enc = tok(flat[i : i + step], return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(device)
+                ids = self.model.generate(**enc, **kw)
+                out.append((enc["input_ids"], enc["attention_mask"], ids[:, enc["input_ids"].shape[1] :]))
+        return out
+
+
+def assemble(batches: list[tuple[Any, Any, Any]], pad_id: int, eos_id: int) -> dict:
+    """One rollout tensor from generated batches: prompts left-padded, completions right-padded.
+
+    Returns ``ids`` (prompt + completion), ``attention`` and ``mask`` (the completion
+    mask, computed per batch before padding, so a row that ran to the length limit
+    never takes a pad for its EOS).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n_prompt = max(b[0].size(1) for b in batches)
+    n_comp = max(max(b[2].size(1) for b in batches), 1)  # at least one (masked) position
+    ids, attn, mask = [], [], []
+    for p_ids, p_attn, comp in batches:
+        left, right = n_prompt - p_ids.size(1), n_comp - comp.size(1)
+        c_mask = F.pad(completion_mask(comp, eos_id), (0, right), value=0.0)
+        ids.append(torch.cat([F.pad(p_ids, (left, 0), value=pad_id), F.pad(comp, (0, right), value=pad_id)], 1))
+        attn.append(torch.cat([F.pad(p_attn, (left, 0), value=0), c_mask.long()], 1))
+        mask.append(c_mask)
+    return {"ids": torch.cat(ids), "attention": torch.cat(attn), "mask": torch.cat(mask)}
 
 
 class _Measure:
@@ -143,13 +323,14 @@ class _Measure:
     """
 
     def __init__(self, tokenizer, records: list[dict], template: str, samples: int, temperature: float,
-                 top_p: float, max_new_tokens: int, seed: int) -> None:
+                 top_p: float, max_new_tokens: int, seed: int, *, micro_batch: int,
+                 generation_batch: int | None) -> None:
         self.tok, self.records, self.samples = tokenizer, records, samples
         self.prompts = [templates.render_prompt(tokenizer, template, r["prompt"]) for r in records]
-        self.r1 = template == "r1"
+        self.r1 = templates.is_r1(template)
         self.stop = templates.stop_strings(template)
         self.kw = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
-        self.seed = seed
+        self.seed, self.micro_batch, self.generation_batch = seed, micro_batch, generation_batch
         from ..probes import code_token_ids
 
         self.code_ids = code_token_ids(tokenizer)  # one vocabulary scan, not one per measurement
@@ -158,8 +339,11 @@ class _Measure:
         from ..generation import cut_at_stop
         from ..probes import first_token_code_probability
 
-        p_code = first_token_code_probability(model, self.tok, self.prompts, code_ids=self.code_ids)
-        texts = _sample(model, self.tok, self.prompts, self.samples, seed=self.seed, **self.kw)
+        p_code = first_token_code_probability(model, self.tok, self.prompts, batch_size=self.micro_batch,
+                                              code_ids=self.code_ids)
+        engine = HFRollout(model, self.tok, self.generation_batch)
+        batches = engine.sample(self.prompts, self.samples, seed=self.seed, **self.kw)
+        texts = [t for b in batches for t in self.tok.batch_decode(b[2], skip_special_tokens=True)]
         if self.stop:
             texts = [cut_at_stop(t, self.stop) for t in texts]
         answers = [r["answer"] for r in self.records for _ in range(self.samples)]
@@ -172,52 +356,31 @@ class _Measure:
         }
 
 
-def _sample(model, tok, prompts: list[str], n: int, *, seed: int, temperature: float, top_p: float,
-            max_new_tokens: int, return_ids: bool = False):
-    """``n`` samples per prompt in one seeded batch (prompt order, then sample order)."""
-    import torch
+def draw_batch(engine: HFRollout, tok, prompts: list[str], *, k: int, spec: dict) -> dict:
+    """Rollout batch ``k``: prompts, samples, Bernoulli rewards, advantages and the mini-batch order.
 
-    flat = [p for p in prompts for _ in range(n)]
-    device = next(model.parameters()).device
-    enc = tok(flat, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    kw = {"max_new_tokens": max_new_tokens, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
-    if temperature == 0:
-        kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    else:
-        kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-    # the CUDA generator is forked and seeded too, so a GPU probe is reproducible as well
-    cuda = [device] if device.type == "cuda" else []
-    with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        out = model.generate(**enc, **kw)
-    comp = out[:, enc["input_ids"].shape[1] :]
-    if return_ids:
-        return enc, comp
-    return tok.batch_decode(comp, skip_special_tokens=True)
-
-
-def draw_batch(model, tok, prompts: list[str], *, k: int, spec: dict) -> dict:
-    """Rollout batch ``k``: prompts, samples, Bernoulli rewards, advantages and the mini-batch order."""
+    ``fingerprint`` is a hash of the sampled token ids, so a result file shows which
+    rows share a draw.
+    """
     import numpy as np
     import torch
 
     g, pr = spec["grpo"], spec["probe"]
     rng = random.Random(f"{pr['seed']}:{k}")
     chosen = rng.sample(prompts, pr["prompts_per_rollout"])
-    enc, comp = _sample(model, tok, chosen, g["group_size"], seed=rng.randrange(2**62),
-                        temperature=g["temperature"], top_p=g["top_p"], max_new_tokens=g["max_new_tokens"],
-                        return_ids=True)
-    device = comp.device
-    if comp.size(1) == 0:  # every sample ended at once: keep one (masked) position
-        comp = torch.full((comp.size(0), 1), tok.pad_token_id, dtype=comp.dtype, device=device)
-    mask = completion_mask(comp, tok.eos_token_id)
+    batches = engine.sample(chosen, g["group_size"], seed=rng.randrange(2**62), temperature=g["temperature"],
+                            top_p=g["top_p"], max_new_tokens=g["max_new_tokens"])
+    batch = assemble(batches, tok.pad_token_id, tok.eos_token_id)
+    n, device = batch["ids"].size(0), batch["ids"].device
     npr = np.random.default_rng([pr["seed"], k])
-    rewards = torch.tensor((npr.random(len(comp)) < pr["reward_p"]).astype(np.float32), device=device)
-    ids = torch.cat([enc["input_ids"], comp], dim=1)
-    attn = torch.cat([enc["attention_mask"], mask.long()], dim=1)
-    order = torch.from_numpy(npr.permutation(len(comp))).to(device)
-    return {"ids": ids, "attention": attn, "mask": mask, "rewards": rewards,
-            "adv": group_advantages(rewards, g["group_size"]), "order": order}
+    rewards = torch.tensor((npr.random(n) < pr["reward_p"]).astype(np.float32), device=device)
+    order = torch.from_numpy(npr.permutation(n)).to(device)
+    digest = hashlib.sha256(batch["ids"].cpu().numpy().tobytes() + batch["mask"].cpu().numpy().tobytes())
+    return {**batch, "rewards": rewards, "adv": group_advantages(rewards, g["group_size"]), "order": order,
+            "fingerprint": digest.hexdigest()[:16]}
+
+
+# ----------------------------------------------------------------------------- the probe
 
 
 def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tokenizer=None) -> dict:
@@ -227,6 +390,8 @@ def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tok
 
     t0 = time.time()
     pr, g = spec["probe"], spec["grpo"]
+    micro, gen_batch = batch_sizes(spec)
+    measure_name = style_measure(spec, model_dir)
     tok = tokenizer or AutoTokenizer.from_pretrained(str(model_dir))
     tok.padding_side = "left"
     if tok.pad_token_id is None:
@@ -235,6 +400,12 @@ def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tok
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
         # fp32 on one device, as TRL trains on CPU; the GPU path needs ~16 bytes per parameter
         model.to("cuda" if torch.cuda.is_available() else "cpu")
+    if pr.get("gradient_checkpointing"):
+        # recomputes the forward in backward (no dropout in these models: same numbers, less memory)
+        if hasattr(model, "activation_checkpointing_enable"):  # the newer transformers spelling
+            model.activation_checkpointing_enable()  # non-reentrant torch.utils.checkpoint
+        else:
+            model.gradient_checkpointing_enable({"use_reentrant": False})
     model.eval()
     # the base weights stay on the host: restoring them is one copy per variant and draw
     base_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -249,33 +420,52 @@ def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tok
     bench = spec["benchmark"]
     records = data.load_records(bench["data"])[: pr["eval_problems"]]
     measure = _Measure(tok, records, template, pr["eval_samples"], bench["temperature"], bench["top_p"],
-                       spec["max_new_tokens"], seed=pr["seed"])
+                       spec["max_new_tokens"], seed=pr["seed"], micro_batch=micro, generation_batch=gen_batch)
+    key = {"first_token": "p_code", "code_frequency": "code_frequency"}[measure_name]
     base = measure(model)
-    dominant = "code" if base["p_code"] >= 0.5 else "language"
+    dominant = "code" if base[key] >= 0.5 else "language"
     sign = 1.0 if dominant == "code" else -1.0
     settings = _variant_settings(spec)
+    engine = HFRollout(model, tok, gen_batch)
+    device = next(model.parameters()).device
+    cuda = [device] if device.type == "cuda" else []
     rows = []
     for k in range(pr["draws"]):
-        batch = draw_batch(model, tok, train_prompts, k=k, spec=spec)
+        # every draw comes from the base weights: the previous draw's last variant stepped the model
+        model.load_state_dict(base_state)
+        batch = draw_batch(engine, tok, train_prompts, k=k, spec=spec)
         for name, (eps, updates) in settings.items():
             model.load_state_dict(base_state)
-            frac = grpo_step(model, batch, epsilon=eps, updates=updates, lr=pr["lr"],
-                             betas=(g["beta1"], g["beta2"]), max_grad_norm=g["max_grad_norm"],
-                             temperature=g["temperature"])
+            # the same RNG stream for every variant of a draw (dropout, if a model has any, is paired too)
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(pr["seed"] * 1_000_003 + k)
+                frac = grpo_step(model, batch, epsilon=eps, updates=updates, lr=pr["lr"],
+                                 betas=(g["beta1"], g["beta2"]), max_grad_norm=g["max_grad_norm"],
+                                 temperature=g["temperature"], micro_batch=micro)
             after = measure(model)
             rows.append({
                 "draw": k, "variant": name, "epsilon": eps if eps != NO_CLIP_EPSILON else None, "updates": updates,
+                "rollout": batch["fingerprint"],
                 "reward_mean": float(batch["rewards"].mean()), "clip_fraction": frac,
                 "d_p_code": after["p_code"] - base["p_code"],
-                "d_p_dominant": sign * (after["p_code"] - base["p_code"]),
+                "d_p_dominant": sign * (after[key] - base[key]),
                 "d_code_frequency": after["code_frequency"] - base["code_frequency"],
                 "d_accuracy": after["accuracy"] - base["accuracy"],
             })
-        if (k + 1) % 10 == 0:
-            log.info("draw %d/%d (%.0f s)", k + 1, pr["draws"], time.time() - t0)
+        if (k + 1) % 10 == 0 or k + 1 == pr["draws"]:
+            spent = time.time() - t0
+            log.info("draw %d/%d (%.0f s, about %.0f s left)", k + 1, pr["draws"], spent,
+                     spent / (k + 1) * (pr["draws"] - k - 1))
     model.load_state_dict(base_state)
+    if pr.get("gradient_checkpointing"):  # a caller's model is handed back as it came
+        if hasattr(model, "activation_checkpointing_disable"):
+            model.activation_checkpointing_disable()
+        else:
+            model.gradient_checkpointing_disable()
     result = {
-        "model": spec["model"]["name"], "base": base, "dominant_style": dominant,
+        "model": spec["model"]["name"], "base": base, "dominant_style": dominant, "style_measure": measure_name,
+        "batching": {"micro_batch": micro, "generation_batch": gen_batch,
+                     "gradient_checkpointing": bool(pr.get("gradient_checkpointing"))},
         "settings": {n: {"epsilon": e if e != NO_CLIP_EPSILON else None, "updates": u} for n, (e, u) in settings.items()},
         "summary": summarize(rows, alpha=spec.get("alpha", 0.05), seed=pr["seed"]),
         "draws": rows, "seconds": round(time.time() - t0, 1),

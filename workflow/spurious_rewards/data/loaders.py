@@ -77,7 +77,7 @@ def prepare(spec: Mapping[str, Any]) -> list[dict[str, str]]:
 
     Kinds: ``hub`` (anything :func:`datasets.load_dataset` reads: a hub id, a local
     directory in a hub repo's layout, or a local .json/.jsonl/.parquet/.csv file),
-    ``synthetic`` (:func:`spurious_rewards.synthetic.generate`) and ``one_shot`` (π1).
+    ``synthetic`` (:func:`spurious_rewards.data.synthetic.generate`) and ``one_shot`` (π1).
     Raises :class:`DataError` for a bad spec, a missing column, a null or empty
     prompt or id, an empty answer (unless ``allow_empty_answer``), duplicate ids or
     an empty result. Repeated prompts are allowed (DeepScaleR has them).

@@ -77,7 +77,7 @@ def run_benchmark(engine, model: dict, template: str, bench: dict, records: list
         prompts, n=bench["samples"], temperature=bench["temperature"], top_p=bench["top_p"],
         max_new_tokens=ev["max_new_tokens"], seed=ev["seed"], stop=templates.stop_strings(template),
     )
-    r1 = template == "r1"
+    r1 = templates.is_r1(template)
     preds = [[grading.extract_answer(o, r1=r1) for o in row] for row in outs]
     pairs = [(p, rec["answer"]) for rec, row in zip(records, preds, strict=True) for p in row]
     flat = grading.grade_many(pairs, workers=ev.get("grading_workers") or None)

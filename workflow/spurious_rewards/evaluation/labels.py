@@ -43,7 +43,7 @@ def label_majority(
     records = data.load_records(data_path)
     model = spec["model"]
     template = model["template"] if spec["template"] == "model" else "plain"
-    r1 = template == "r1"
+    r1 = templates.is_r1(template)
     engine = generation.make_engine(
         model["path"], spec.get("engine", "auto"), threads=spec.get("threads"),
         batch_size=spec.get("batch_size", 32), seed=spec["seed"],

@@ -33,6 +33,7 @@ __all__ = [
     "RewardContext",
     "RewardFn",
     "detect_repetition",
+    "format_authors",
     "format_reward",
     "ground_truth",
     "no_python",
@@ -137,6 +138,22 @@ def format_reward(response: str, label: str | None = None, ctx: RewardContext = 
     return 1.0 if _strip_string(ans) else 0.0
 
 
+def format_authors(response: str, label: str | None = None, ctx: RewardContext = _DEFAULT_CTX) -> float:
+    """The format reward as the authors' scripts ran it: ``format`` except on r1 models.
+
+    With the r1 template (``ctx.r1``) their ``box_only_format_r1_style`` needs no box at all:
+    1 iff ``text.split("<answer>")[-1].rstrip("</answer>")`` is non-empty (``rstrip`` strips
+    the *characters* of ``</answer>``, their quirk, kept). Without an ``<answer>`` tag that is
+    the whole response, so nearly every response scores 1: a nearly constant reward, nearly
+    zero advantage. The paper's format numbers for the r1 models (base Llama-3.1-8B,
+    Llama-3.2-3B, OLMo-2-7B; OLMo's +0.0) need this term; ``format`` (a box inside the
+    answer span) is what the paper's text describes. Without r1 it is ``format``.
+    """
+    if not ctx.r1:
+        return format_reward(response, label, ctx)
+    return 1.0 if _text(response).split("<answer>")[-1].rstrip("</answer>") else 0.0
+
+
 def python_reward(response: str, label: str | None = None, ctx: RewardContext = _DEFAULT_CTX) -> float:
     """1 if the response mentions "python" in any case (the paper's ``contain_python_wo_backticks``)."""
     return 1.0 if is_code(_text(response)) else 0.0
@@ -180,6 +197,7 @@ def no_repetition(response: str, label: str | None = None, ctx: RewardContext = 
 _BASE: dict[str, RewardFn] = {
     "ground_truth": ground_truth,
     "format": format_reward,
+    "format_authors": format_authors,
     "python": python_reward,
     "no_python": no_python,
     "no_repetition": no_repetition,
@@ -187,7 +205,7 @@ _BASE: dict[str, RewardFn] = {
 #: Base names a spec may use; ``random(<p>)`` takes a probability in [0, 1].
 REWARD_NAMES: tuple[str, ...] = (*_BASE, "random(<p>)")
 #: Cheapest first, so a compound reward rarely pays for grading (results are identical).
-_COST = {"python": 0, "no_python": 0, "random": 0, "format": 1, "no_repetition": 2, "ground_truth": 3}
+_COST = {"python": 0, "no_python": 0, "random": 0, "format": 1, "format_authors": 1, "no_repetition": 2, "ground_truth": 3}
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,8 +33,12 @@ eps 0.2                        ``--actor.eps_clip``; ``no_clip`` = the paper's "
                                disabled in the implementation", approximated by
                                eps = 1e9, which can never bind (the ratio is at most
                                e^20), with the same 8 updates per rollout
-loss aggregation               ``--actor.loss_agg_mode`` (seq-mean-token-mean = the
-                               authors' non-packed path)
+loss aggregation               ``--actor.loss_agg_mode``; paper: token-mean (the authors'
+                               packed runs: token means of packed micro-batches);
+                               seq-mean-token-mean = their non-packed path, never run
+advantage whitening            ``grpo.advantage_whitening: batch_token`` (paper): the
+                               authors' token-weighted whitening over the rollout after
+                               group_norm, patched in (openrlhf_patches.py)
 no entropy loss                ``--actor.entropy_coef 0``: entropy logged, not optimised
 T = 1.0, top_p = 1.0           ``--rollout.temperature``, ``--rollout.top_p``
 prompt 1024 + response 3072    ``--data.max_len`` (= sum; also vLLM's max_model_len) and
@@ -47,12 +51,13 @@ packing                        --actor.gradient_checkpointing_enable --ds.packin
 chat template (Qwen, -Inst.)   ``--data.apply_chat_template`` (one user turn, generation
                                prompt: exactly templates.render_prompt)
 r1 template (base Llama/OLMo)  ``--data.input_template`` = templates.R1_TEMPLATE (real
-                               newlines, as our evaluation). OpenRLHF 0.11 has no stop
-                               strings, so r1 runs generate to EOS (as the TRL backend);
-                               the reward reads the first ``</answer>`` after the last
-                               ``<answer>``
-seed                           ``--train.seed`` (DeepSpeed; vLLM engine i gets seed + i)
-                               and the order of our pre-shuffled training file
+                               newlines, as our evaluation; ``r1_authors``: their literal
+                               ``\\n``). OpenRLHF 0.11 has no stop strings: the launcher
+                               patches vLLM's ``stop=["</answer>"]`` (kept in the output)
+                               into its SamplingParams, as the authors' ``--stop_string``
+seed                           ``--train.seed`` (DeepSpeed; vLLM engine i gets seed + i),
+                               the order of our pre-shuffled training file, and the
+                               prompt loader's shuffle (seeded by the launcher's patch)
 checkpoints every 10 steps     ``--ckpt.save_hf --ckpt.save_steps`` = gcd of the
                                checkpoint steps, ``--ckpt.load_enable`` (resume)
 8 GPUs (4 actor + 4 vLLM)      ``gpus`` for the actor and vLLM engines (TP 1), colocated
@@ -60,12 +65,14 @@ checkpoints every 10 steps     ``--ckpt.save_hf --ckpt.save_steps`` = gcd of the
                                count works; the split layout changes throughput only
 =============================  ==========================================================
 
-Known deviations, none of them in the maths of an update: the authors' fork whitened
-group_norm advantages again across the batch and OpenRLHF 0.11 (like TRL) does not
-(paper-setup.md §7 quirk 1); OpenRLHF's prompt loader reshuffles with an unseeded RNG
-inside its Ray actor, so our seed fixes *which* prompts a run sees (the first
-``max_samples`` rows of the file shuffled here), not their order within the run
-(openrlhf-0.11.md §3); over-long prompts are dropped here, as the TRL backend does,
+Every command runs OpenRLHF through :mod:`spurious_rewards.training.openrlhf_patches`
+(``python -m spurious_rewards.training.openrlhf_patches --spurious.fidelity <json> <OpenRLHF
+flags>``), which patches into OpenRLHF's trainer process what 0.11.2 has no flag for: the
+stop at ``</answer>`` of r1 runs, the authors' batch whitening of group_norm advantages
+(which changes every advantage of a length-correlated reward: with ``none``, the update
+is the paper's text, not the authors' runs), and a seeded prompt shuffle (unpatched,
+OpenRLHF's prompt loader reshuffles with an unseeded RNG inside its Ray actor).
+Remaining deviation: over-long prompts are dropped here, as the TRL backend does,
 because OpenRLHF would left-truncate them.
 """
 
@@ -93,13 +100,16 @@ from typing import Any
 
 from .. import io, templates
 from ..config import variant_settings
+from . import openrlhf_patches
 
 log = logging.getLogger(__name__)
 
 #: The OpenRLHF release whose flags these are (parse-checked in CI).
 OPENRLHF_VERSION = "0.11.2"
-#: ``python -m`` entry point of Ray PPO/GRPO training.
-ENTRY_POINT = "openrlhf.cli.train_ppo_ray"
+#: OpenRLHF's ``python -m`` entry point of Ray PPO/GRPO training (run by the launcher).
+ENTRY_POINT = openrlhf_patches.OPENRLHF_ENTRY
+#: What ``python -m`` runs: our launcher, which patches OpenRLHF and then runs ENTRY_POINT.
+LAUNCHER = openrlhf_patches.LAUNCHER
 #: vLLM's share of each GPU while colocated with the (sleeping) DeepSpeed models.
 VLLM_GPU_MEMORY_UTILIZATION = 0.5
 #: DeepSpeed checkpoints kept for resuming (the newest may be mid-write when a job is killed).
@@ -251,9 +261,9 @@ def flag_table(
 def _template_flags(template: str) -> list[tuple[str, Any]]:
     if template == "chat":
         return [("--data.apply_chat_template", True)]
-    if template == "r1":
+    if templates.is_r1(template):
         # OpenRLHF calls input_template.format(problem): the template may hold no other braces
-        tpl = templates.R1_TEMPLATE
+        tpl = templates.R1_TEMPLATE if template == "r1" else templates.R1_AUTHORS_TEMPLATE
         if tpl.count("{") != 1 or tpl.count("}") != 1 or "{}" not in tpl:
             raise ValueError("templates.R1_TEMPLATE must contain exactly one '{}' and no other braces")
         return [("--data.input_template", tpl)]
@@ -298,12 +308,13 @@ def build_command(
     python: str = "python",
     env: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """``python -m openrlhf.cli.train_ppo_ray ...`` for one run (see the module docstring).
+    """``python -m spurious_rewards.training.openrlhf_patches --spurious.fidelity <json> <OpenRLHF flags>`` for one run.
 
     W&B logging is added only when ``WANDB_API_KEY`` is set in ``env`` (default: os.environ).
     """
     flags = flag_table(spec, data_file=data_file, reward_file=reward_file, state_dir=state_dir, gpus=gpus, env=env)
-    return [python, "-m", ENTRY_POINT, *argv_from_flags(flags)]
+    options = json.dumps(openrlhf_patches.fidelity_options(spec), sort_keys=True)
+    return [python, "-m", LAUNCHER, openrlhf_patches.FLAG, options, *argv_from_flags(flags)]
 
 
 def redact(cmd: Sequence[str]) -> list[str]:
@@ -365,7 +376,7 @@ def reward_config(spec: Mapping[str, Any], gpus: int = 1) -> dict[str, Any]:
         "run": spec["run"],
         "reward": spec["reward"]["spec"],
         "seed": int(spec["seed"]),
-        "r1": spec["model"]["template"] == "r1",
+        "r1": templates.is_r1(spec["model"]["template"]),
         "grading_workers": max(2, cores // max(1, int(gpus)) // 2),
     }
 
@@ -533,6 +544,59 @@ def collect_checkpoints(spec: Mapping[str, Any], ckpt_dir: Path, hf_dir: Path) -
     return missing
 
 
+#: prompts the p_code probe reads (the TRL backend probes the same first 64 training prompts)
+PROBE_PROMPTS = 64
+
+
+def complete_rows(spec: Mapping[str, Any], records: Sequence[Mapping[str, Any]], hf_dir: Path,
+                  rows: list[dict]) -> list[dict]:
+    """OpenRLHF's rows completed to the shared metrics row (``training.common.MetricsRow``).
+
+    OpenRLHF logs the reward, accuracy and code frequency (our reward file's extra logs) and
+    the clip ratio at every step, but cannot run our logit probe inside its Ray actors. So
+    ``p_code`` is measured here, after the run, on the base model (a step-0 row, as the TRL
+    backend writes) and on every saved checkpoint; steps without a checkpoint get None.
+    """
+    from .. import probes
+    from .common import METRICS_KEYS
+
+    steps = [s for s in spec["checkpoint_steps"] if (hf_dir / f"step_{s}").is_dir()]
+    measured = _p_codes(spec, records, {0: spec["model"]["path"], **{s: hf_dir / f"step_{s}" for s in steps}},
+                        probes)
+    out = [{"step": 0, "p_code": measured.get(0), "wall_time": 0.0}]
+    for row in rows:
+        row = dict(row)
+        row["p_code"] = measured.get(row["step"])
+        for key in METRICS_KEYS:
+            row.setdefault(key, None)
+        out.append(row)
+    return out
+
+
+def _p_codes(spec: Mapping[str, Any], records: Sequence[Mapping[str, Any]], models: Mapping[int, Any],
+             probes: Any) -> dict[int, float]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(spec["model"]["path"])
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    prompts = [templates.render_prompt(tok, spec["model"]["template"], r["prompt"])
+               for r in list(records)[:PROBE_PROMPTS]]
+    cuda = torch.cuda.is_available()
+    ids = probes.code_token_ids(tok)  # one vocabulary scan for every checkpoint
+    out: dict[int, float] = {}
+    for step, path in models.items():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if cuda else torch.float32)
+        model.to("cuda" if cuda else "cpu").eval()
+        probs = probes.first_token_code_probability(model, tok, prompts, code_ids=ids)
+        out[step] = sum(probs) / len(probs) if probs else float("nan")
+        del model
+        if cuda:
+            torch.cuda.empty_cache()
+    return out
+
+
 def _ensure_tokenizer(spec: Mapping[str, Any], target: Path) -> None:
     """Evaluation loads the tokenizer from the checkpoint; copy the base model's if OpenRLHF left none."""
     if (target / "tokenizer_config.json").exists():
@@ -663,5 +727,6 @@ def train_openrlhf(spec: dict, *, data_path: Path, state_dir: Path) -> None:
     missing = collect_checkpoints(spec, layout(work)["ckpt"], state_dir / "hf")
     if missing:
         raise RuntimeError(f"OpenRLHF finished without HF checkpoints for steps {missing} in {layout(work)['ckpt']}")
+    final = complete_rows(spec, records, state_dir / "hf", final)
     with io.atomic_output(state_dir / "metrics.jsonl") as tmp:
         Path(tmp).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in final))

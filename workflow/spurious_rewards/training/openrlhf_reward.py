@@ -58,7 +58,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("spurious_rewards.openrlhf_reward")
+log = logging.getLogger("spurious_rewards.training.openrlhf_reward")
 
 #: Environment variable holding the reward config as JSON when there is no sidecar.
 CONFIG_ENV = "SPURIOUS_OPENRLHF_REWARD"

@@ -25,14 +25,19 @@ How the paper's OpenRLHF setup maps onto TRL's ``GRPOConfig`` (and where it diff
   bind, with the same updates; ``one_update`` sets mini_batch = rollout so TRL
   computes no old log-probs and the ratio is exactly 1.
 * advantages: (r - mean_g) / (std_g + eps) per group (``scale_rewards="group"``).
-  TRL uses eps 1e-4 (OpenRLHF 1e-9) and, like OpenRLHF 0.11, does not re-whiten
-  across the batch as the authors' fork did (paper-setup.md §7 quirk 1).
+  TRL uses eps 1e-4 (OpenRLHF 1e-9). ``grpo.advantage_whitening: batch_token`` then
+  whitens them across the rollout, token-weighted, as the authors' fork did
+  (:class:`trl_extensions.FidelityGRPOTrainer`; plain TRL, like OpenRLHF 0.11, does not).
 * loss aggregation: ``seq-mean-token-mean`` -> TRL ``grpo``; ``token-mean`` ->
-  TRL ``dapo`` (token sum / tokens of the whole mini-batch).
+  TRL ``dapo``: the mini-batch's token sum over the rollout's mean tokens per
+  mini-batch, so every token of an update weighs the same (``bnpo`` would instead
+  average per-micro-batch token means, which depends on the micro batch, a memory
+  setting).
 * KL: ``beta = kl_coef`` (paper 0: no reference model is loaded).
 * constant lr, no warmup; Adam betas from config (paper 0.9/0.95); grad-norm clip.
-* sampling at ``temperature``/``top_p``; TRL's HF generation has no stop
-  strings, so r1-template runs generate to EOS (as OpenRLHF 0.11 does).
+* sampling at ``temperature``/``top_p``; r1-template runs stop at the first
+  ``</answer>`` (kept) and their completion mask ends there
+  (:class:`trl_extensions.FidelityGRPOTrainer`), as the authors' vLLM ``stop``.
 * CPU: fp32, ``use_cpu``, no bf16 (GRPOConfig defaults bf16 to True).
 """
 
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -90,17 +96,55 @@ def trl_config_kwargs(spec: dict, output_dir: str) -> dict[str, Any]:
         "logging_steps": 1,
         "save_strategy": "no",  # our callback decides when to save (rollout boundaries)
         "save_total_limit": 1,
-        "report_to": "none",
         "disable_tqdm": True,
-        "gradient_checkpointing": False,
-        "bf16": False,
-        "use_cpu": not _has_gpu(),
         "shuffle_dataset": True,
         "remove_unused_columns": False,
         "log_completions": False,
         "dataloader_num_workers": 0,
-        "model_init_kwargs": {"dtype": "float32"},
+        **device_kwargs(g, gpu=_has_gpu(), vllm=_has_vllm()),
+        **logging_kwargs(spec, output_dir, env=os.environ),
     }
+
+
+def device_kwargs(g: dict, *, gpu: bool, vllm: bool) -> dict[str, Any]:
+    """Precision, gradient checkpointing and rollout engine for one device (pure: unit-tested).
+
+    On CPU everything stays fp32 with HF generation, whatever the config says, so the
+    organisms' numbers never depend on it. On one GPU: bf16 when asked (TRL's mixed
+    precision, weights loaded in bf16), gradient checkpointing when asked, and TRL's vLLM
+    colocate mode (the policy and a sleeping vLLM engine on the same GPU) when vLLM is there.
+    """
+    bf16 = gpu and g.get("precision", "fp32") == "bf16"
+    out: dict[str, Any] = {
+        "use_cpu": not gpu,
+        "bf16": bf16,
+        "gradient_checkpointing": bool(gpu and g.get("gradient_checkpointing", False)),
+        "model_init_kwargs": {"dtype": "bfloat16" if bf16 else "float32"},
+        "use_vllm": bool(gpu and vllm and g.get("trl_vllm", "auto") == "auto"),
+    }
+    if out["use_vllm"]:
+        out.update(vllm_mode="colocate", vllm_gpu_memory_utilization=float(g.get("trl_vllm_memory", 0.3)),
+                   vllm_enable_sleep_mode=True)
+    return out
+
+
+def logging_kwargs(spec: dict, output_dir: str, env: Any) -> dict[str, Any]:
+    """Live training curves: TensorBoard when it is installed (``state/tensorboard``, see
+    :func:`train_trl`), W&B when ``WANDB_API_KEY`` is set and wandb is installed."""
+    import importlib.util
+
+    report = []
+    if importlib.util.find_spec("tensorboard") is not None:
+        report.append("tensorboard")
+    if env.get("WANDB_API_KEY") and importlib.util.find_spec("wandb") is not None:
+        report.append("wandb")
+    return {"report_to": report or "none", "run_name": str(spec["run"]).replace("/", "-")}
+
+
+def _has_vllm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
 
 
 def _has_gpu() -> bool:
@@ -120,21 +164,24 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
 
     from .. import templates
     from ..scoring import rewards
     from ..scoring.style import is_code
+    from .trl_extensions import FidelityGRPOTrainer
 
     state_dir.mkdir(parents=True, exist_ok=True)
     trl_dir = state_dir / "trl"
+    # TensorBoard curves beside the state (`tensorboard --logdir results/train`), as OpenRLHF writes them
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(state_dir / "tensorboard"))
     hf_dir = state_dir / "hf"
     kwargs = trl_config_kwargs(spec, str(trl_dir))
     updates = kwargs["max_steps"] // spec["grpo"]["steps"]
     steps_to_save = set(spec["checkpoint_steps"])
     model_path = spec["model"]["path"]
     template = spec["model"]["template"]
-    r1 = template == "r1"
+    r1 = templates.is_r1(template)
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
@@ -246,6 +293,8 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
             row["entropy"] = _mean(u.get("entropy") for u in ups)
             row["kl"] = _mean(u.get("kl") for u in ups)
             row["response_length"] = _mean(u.get("completions/mean_length") for u in ups)
+            if r1:
+                row["stopped_ratio"] = _mean(u.get("completions/stopped_ratio") for u in ups)
             row["grad_norm"] = _mean(u.get("grad_norm") for u in ups)
             row["loss"] = _mean(u.get("loss") for u in ups)
             row["p_code"] = p_code(model, tokenizer, probe_prompts)
@@ -254,7 +303,9 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
             metrics.append(row)
 
     roll = RolloutCallback()
-    trainer = GRPOTrainer(
+    trainer = FidelityGRPOTrainer(
+        stop_strings=templates.stop_strings(template) if r1 else (),
+        advantage_whitening=spec["grpo"].get("advantage_whitening", "none"),
         model=model_path,
         reward_funcs=[reward_func],
         args=GRPOConfig(**kwargs),
