@@ -56,7 +56,7 @@ SIZES: dict[str, dict] = {
 BATCH, PROMPT, COMPLETION = 8, 32, 96
 
 
-def tiny_model(size: str, dtype: str = "float32", seed: int = 0):  # noqa: ANN201
+def tiny_model(size: str, dtype: str = "float32", seed: int = 0):
     """A random-initialised Qwen2 model of ``SIZES[size]`` and its :class:`plan.Arch`."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -73,7 +73,7 @@ def tiny_model(size: str, dtype: str = "float32", seed: int = 0):  # noqa: ANN20
     return model, arch
 
 
-def profile_peak(fn) -> int:  # noqa: ANN001
+def profile_peak(fn) -> int:
     """Peak live bytes allocated by torch's CPU allocator while ``fn()`` runs (see the docstring)."""
     from torch.profiler import ProfilerActivity, profile
 

@@ -238,7 +238,7 @@ class Meter:
     def __init__(self, device: str) -> None:
         self.cuda = device == "cuda"
 
-    def run(self, fn):  # noqa: ANN001, ANN201
+    def run(self, fn):
         import torch
 
         if self.cuda:
@@ -309,7 +309,7 @@ def section_organism(job: dict, device: str, work: Path) -> dict:
     return out
 
 
-def _guard(fn) -> dict:  # noqa: ANN001
+def _guard(fn) -> dict:
     """``fn()``, or its error and traceback: one failure must not cost the other figures."""
     try:
         return fn()
@@ -349,7 +349,7 @@ def organism_probe(job: dict, d: Path, meter: Meter) -> dict:
             "summary_rows": len(res["summary"])}
 
 
-def _bpe_tokenizer(vocab_size: int, out_dir: Path):  # noqa: ANN202
+def _bpe_tokenizer(vocab_size: int, out_dir: Path):
     """A byte-level BPE tokenizer of Qwen2's own class over exactly ``vocab_size`` ids; and its word tokens.
 
     Why built, not downloaded: no hub, and the organism's tokenizer has a few hundred ids.
@@ -446,7 +446,7 @@ def trl_step(job: dict, device: str, work: Path) -> dict:
             phases.boundary("generate")
         return orig_log(self, duration)
 
-    def p_code(model, tokenizer, prompts):  # noqa: ANN001, ANN202 - a measuring wrapper, same result
+    def p_code(model, tokenizer, prompts):
         phases.boundary("update" if gen_times else "setup")
         t0 = time.perf_counter()
         r = orig_pcode(model, tokenizer, prompts)
@@ -486,7 +486,7 @@ def trl_step(job: dict, device: str, work: Path) -> dict:
     }
 
 
-def raw_generate(model, ids, new_tokens: int, temperature: float, deadline: float) -> int:  # noqa: ANN001
+def raw_generate(model, ids, new_tokens: int, temperature: float, deadline: float) -> int:
     """Sample ``new_tokens`` per row over the KV cache in plain torch (no stopping); stop at ``deadline``."""
     import torch
 
@@ -625,7 +625,7 @@ def plan_estimates(shape_job: dict, model_config: dict | None) -> dict:
                          "full logits (bf16, 64 prompts)": plan.P_CODE_BATCH * g["max_prompt_tokens"] * a.vocab * 2},
     }
 
-    def phases(est) -> dict:  # noqa: ANN001
+    def phases(est) -> dict:
         return {p.name: {"total": p.total, "terms": p.terms} for p in est.phases}
 
     return {"arch_params": P,

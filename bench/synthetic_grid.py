@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_analysis as ba  # noqa: E402
+import bench_analysis as ba
 
-from spurious_rewards.analysis import aggregate  # noqa: E402
+from spurious_rewards.analysis import aggregate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -203,6 +203,7 @@ def test_dvc_files(study) -> None:
     assert set(plot["step"]) == {0, 10, 20}
 
 
+@pytest.mark.slow
 def test_deterministic_and_parallel_reading_agrees(study, tmp_path: Path) -> None:
     cfg, root, paths = study
     out = tmp_path / "again"
@@ -275,7 +276,7 @@ def test_alpha_follows_the_config_into_the_summary_and_figures(study, tmp_path: 
     saved: dict[str, object] = {}
     real_save = figures.save
 
-    def capture(fig, path: Path) -> None:  # noqa: ANN001
+    def capture(fig, path: Path) -> None:
         saved[path.name] = fig
         real_save(fig, path)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hostile_corpus import hostile_corpus
 
 from spurious_rewards import io, stats
 from spurious_rewards.audit import clip_probe, contamination
@@ -113,6 +114,7 @@ def test_audit_scores_a_memorizing_model_100_and_a_clean_one_0(tmp_path, problem
     assert json.loads((tmp_path / "s.json").read_text())["provenance"]["config_hash"]
 
 
+@pytest.mark.slow
 def test_audit_cli_on_the_toy_organism_is_the_control(tmp_path):
     """The organisms never saw a test problem: the real model regenerates none of them."""
     from spurious_rewards.data import synthetic
@@ -189,6 +191,7 @@ def _bench_file(tmp_path: Path, n: int = 6, seed: int = 3) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_baselines_every_template_and_chat_equals_the_base_evaluation(tmp_path):
     bench, train = _bench_file(tmp_path), _bench_file(tmp_path, 10, 4)
     model = {"name": "toy", "path": str(ORGANISM), "template": "chat"}
@@ -342,13 +345,9 @@ def test_every_audit_and_evaluation_output_has_provenance(tmp_path):
         assert rec["git_commit"] and rec["packages"]["torch"] and rec["packages"]["transformers"], what
 
 
+@pytest.mark.slow
 def test_contamination_scoring_survives_the_hostile_corpus():
     """10,000 hostile continuations (MB-long, NULs, surrogates, nesting, injections): bool / [0, 1], never raises."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    try:
-        from hostile_corpus import hostile_corpus
-    finally:
-        sys.path.pop(0)
     corpus = hostile_corpus()
     rest = " 12+30 and \\frac{1}{2}?"
     for text in corpus:

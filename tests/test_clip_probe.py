@@ -92,7 +92,7 @@ def _organism():
     return model.eval(), tok
 
 
-def _rollout(tmp_path: Path, model, tok, generation_batch):  # noqa: ANN001, ANN202
+def _rollout(tmp_path: Path, model, tok, generation_batch):
     from spurious_rewards import data, templates
 
     spec = _probe_spec(tmp_path, {"clip": CLIP})
@@ -120,7 +120,7 @@ def test_micro_batched_step_equals_the_whole_rollout_step(tmp_path):
         got = clip_probe.rollout_logps(model, batch["ids"], batch["attention"], n_comp, 1.0, micro)
         assert (got - whole).abs().max() < 1e-6, micro
 
-    def step(micro, checkpointing=False):  # noqa: ANN001, ANN202
+    def step(micro, checkpointing=False):
         model.load_state_dict(base)
         if checkpointing:
             model.activation_checkpointing_enable()

@@ -12,15 +12,15 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before datasets is imported anywhere: never touch the network
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from pathlib import Path
+from typing import Any
 
-import datasets  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import pytest  # noqa: E402
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
-from spurious_rewards.data import (  # noqa: E402
+from spurious_rewards.data import (
     ONE_SHOT_ANSWER,
     ONE_SHOT_PROMPT,
     RECORD_FIELDS,
@@ -28,7 +28,7 @@ from spurious_rewards.data import (  # noqa: E402
     load_records,
     prepare,
     prepare_to_file,
-    synthetic,  # noqa: E402
+    synthetic,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -60,6 +60,7 @@ def small_data(tmp_path_factory) -> tuple[Path, Path]:
     return train, test
 
 
+@pytest.mark.slow
 def test_label_majority_cli(tmp_path, small_data):
     train, _ = small_data
     spec = {"model": {"name": "toy", "path": str(ORGANISM), "template": "chat"}, "samples": 6, "temperature": 1.0,
@@ -82,6 +83,7 @@ def test_label_majority_cli(tmp_path, small_data):
         assert len(s["preds"]) == 6 and rec["answer"] == labels.majority(s["preds"])
 
 
+@pytest.mark.slow
 def test_evaluate_cli_base_model(tmp_path, small_data):
     _, test = small_data
     spec = {"model": {"name": "toy", "path": str(ORGANISM), "template": "chat"},
@@ -116,6 +118,7 @@ def _label(tmp_path: Path, data_path: Path, **over) -> dict:
                                  out_incorrect=tmp_path / "inc.jsonl", out_samples=tmp_path / "s.jsonl.gz")
 
 
+@pytest.mark.slow
 def test_labelling_all_right_is_a_data_error_naming_the_file(tmp_path, small_data):
     """When the (greedy) majority is right on every problem, the incorrect set would be empty: a DataError."""
     train, _ = small_data

@@ -79,7 +79,7 @@ def test_stop_length_keeps_the_token_that_completes_the_stop():
     tok = AutoTokenizer.from_pretrained(ORGANISM)
     ids = tok(" so </think> <answer> 7 </answer>\n<|user|>\nmore", add_special_tokens=False)["input_ids"]
 
-    def dec(x):  # noqa: ANN001, ANN202
+    def dec(x):
         return tok.decode(list(x), skip_special_tokens=False)
 
     k = grpo_math.stop_length(ids, dec, [STOP])
@@ -160,7 +160,7 @@ def r1_organism(tmp_path_factory) -> Path:
     return out
 
 
-def _trainer(model_path: Path, tmp_path: Path, stop: list[str], whitening: str):  # noqa: ANN202
+def _trainer(model_path: Path, tmp_path: Path, stop: list[str], whitening: str):
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import GRPOConfig
@@ -176,7 +176,7 @@ def _trainer(model_path: Path, tmp_path: Path, stop: list[str], whitening: str):
     tok.padding_side = "left"
     rows = [{"prompt": templates.render_prompt(tok, "r1", f"What is {a} + {a + 1}?")} for a in range(1, 5)]
 
-    def has_answer(completions, **_):  # noqa: ANN001, ANN202
+    def has_answer(completions, **_):
         return [float(STOP in c) for c in completions]
 
     return FidelityGRPOTrainer(model=str(model_path), reward_funcs=[has_answer],
@@ -185,7 +185,7 @@ def _trainer(model_path: Path, tmp_path: Path, stop: list[str], whitening: str):
                                stop_strings=stop, advantage_whitening=whitening), tok
 
 
-def _rollout(trainer):  # noqa: ANN001, ANN202
+def _rollout(trainer):
     batch = next(iter(trainer.get_train_dataloader()))
     torch.manual_seed(1)
     trainer.model.train()

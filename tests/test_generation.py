@@ -49,6 +49,7 @@ def prompts(engine: gen.HFEngine) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_greedy_identical_across_batch_sizes(engine: gen.HFEngine, prompts: list[str]) -> None:
     results = []
     for bs in (1, 8, 32):

@@ -104,7 +104,7 @@ def test_tiny_cpu_run_writes_every_figure(tmp_path: Path) -> None:
     assert rep["bootstrap"]["missing_in_image"] == []  # this venv has TRL & co.: no wheel was installed
     assert rep["versions"]["trl"] == "1.16.0"
 
-    def positive(x) -> bool:  # noqa: ANN001
+    def positive(x) -> bool:
         return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
     org = rep["organism"]

@@ -387,6 +387,7 @@ def fake_openrlhf(tmp_path, monkeypatch) -> Path:
     return wrapper
 
 
+@pytest.mark.slow
 def test_train_openrlhf_publishes_like_trl_and_resumes(tmp_path, fake_openrlhf, monkeypatch):
     model = _organism()
     cfg = cfgmod.load(ROOT / "config.yaml")
@@ -512,6 +513,7 @@ def _lookup(args: dict, flag: str) -> object:
     return node
 
 
+@pytest.mark.slow
 def test_every_paper_command_parses_with_openrlhf(openrlhf_python, paper, tmp_path, pytestconfig):
     runs = list(cfgmod.runs(paper))
     specs = [cfgmod.run_spec(paper, r) for r in runs]
@@ -571,6 +573,7 @@ def test_every_paper_command_parses_with_openrlhf(openrlhf_python, paper, tmp_pa
     assert "requires n_samples_per_prompt > 1" in neg[3]["error"]
 
 
+@pytest.mark.slow
 def test_reward_file_through_openrlhf_executor(openrlhf_python, paper, tmp_path):
     def reward_file(reward: str, model: str = "Qwen2.5-Math-7B", seed: int = 1) -> str:
         spec = spec_of(paper, model, reward, "clip", seed)
@@ -656,6 +659,7 @@ def test_reward_file_is_safe_to_load_twice_in_threads(tmp_path, paper):
     assert sorted(outs[0]) == sorted(outs[1])
 
 
+@pytest.mark.slow
 def test_gpu_check_script_builds_valid_specs_and_its_probe_runs_on_cpu(tmp_path):
     """bench/gpu_check.sh's spec-building step (run as is) and its clip-probe spec, on CPU."""
     import re

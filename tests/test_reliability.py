@@ -29,7 +29,7 @@ from spurious_rewards.analysis import samples
 from spurious_rewards.scoring import rewards, style
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hostile_corpus import MEGABYTE, hostile_corpus, marker_payloads  # noqa: E402
+from hostile_corpus import MEGABYTE, hostile_corpus, marker_payloads
 
 ROOT = Path(__file__).resolve().parents[1]
 ORGANISM = ROOT / "workflow/resources/organisms/toy-qwen-math"
@@ -77,6 +77,7 @@ def _evaluate_cmd(spec: dict, out: Path) -> list[str]:
             "--out-summary", str(out / "summary.json"), "--out-samples", str(out / "samples"), "--threads", "1"]
 
 
+@pytest.mark.slow
 def test_sigkill_evaluate_mid_write_leaves_nothing_partial_and_rerun_completes(tmp_path, bench):
     spec = _eval_spec(bench, seed=7)
     out = tmp_path / "out"
@@ -108,6 +109,7 @@ def test_sigkill_evaluate_mid_write_leaves_nothing_partial_and_rerun_completes(t
     assert set(prov["packages"]) == set(provenance.PACKAGES) and prov["python"]
 
 
+@pytest.mark.slow
 def test_sigkill_prepare_data_leaves_nothing_partial_and_rerun_completes(tmp_path):
     spec = {"name": "big", "kind": "synthetic", "n": 300_000, "seed": 0, "level": 3, "split": "train"}
     target = tmp_path / "big.jsonl"
@@ -203,6 +205,7 @@ def _kill_when(cmd: list[str], pred, what: str) -> None:
     assert proc.returncode == -signal.SIGKILL, f"aggregate ended (rc {proc.returncode}) before the kill"
 
 
+@pytest.mark.slow
 def test_sigkill_aggregate_mid_run_leaves_nothing_partial_and_rerun_matches(tmp_path, agg_study):
     targets, ref = agg_study["targets"], agg_study["ref"]
     out = tmp_path / "results"
@@ -223,6 +226,7 @@ def test_sigkill_aggregate_mid_run_leaves_nothing_partial_and_rerun_matches(tmp_
         assert provenance.read_sidecar(out / t)["sha256"] == hashlib.sha256(ref[k]).hexdigest(), k
 
 
+@pytest.mark.slow
 def test_sigkill_aggregate_over_an_older_study_leaves_each_output_old_or_new(tmp_path, agg_study):
     targets, ref, old = agg_study["targets"], agg_study["ref"], agg_study["old"]
     out = tmp_path / "results"
@@ -370,7 +374,10 @@ def _labels(n: int) -> list[str]:
     return [LABELS[i % len(LABELS)] for i in range(n)]
 
 
-@pytest.mark.parametrize("spec", REWARD_SPECS)
+# plain ground truth grades all 10,000 responses (the compound specs stop earlier): slow
+@pytest.mark.parametrize(
+    "spec", [pytest.param(s, marks=pytest.mark.slow) if s == "ground_truth" else s for s in REWARD_SPECS]
+)
 def test_every_reward_survives_the_hostile_corpus(corpus, spec):
     reward = rewards.parse_reward(spec)
     start = time.monotonic()
@@ -504,6 +511,7 @@ def _apply(cfg: dict, path: list, value) -> str:
     return ".".join(map(str, path))
 
 
+@pytest.mark.slow
 def test_every_schema_rule_is_enforced_with_the_key_path():
     schema = config.load_schema()
     base = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -635,6 +643,7 @@ def test_train_outputs_have_provenance(tmp_path):
     _assert_provenance(provenance.read_sidecar(tmp_path / "metrics.jsonl"), spec, 5, tmp_path / "metrics.jsonl")
 
 
+@pytest.mark.slow
 def test_label_majority_outputs_have_provenance(tmp_path, bench):
     """The real `spurious label-majority` (toy organism, 12 problems x 2 samples): every output has a sidecar."""
     spec = {"model": {"name": "toy", "path": str(ORGANISM), "template": "chat"}, "samples": 2, "temperature": 1.0,

@@ -10,14 +10,13 @@ which `--dump-dom` returns. A screenshot is kept as a test artifact:
 results/test-artifacts/report.png.
 
 The toy run is test_dvc.py's (one per session). chromium is installed by
-.ci/setup-system.sh, or here via apt when root; else the browser part is skipped.
+.ci/setup-system.sh; without it the browser part is skipped.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -89,22 +88,10 @@ CHECKER = """<script>
 
 
 def chromium() -> str:
-    """The browser binary; installed via apt when missing and we are root."""
+    """The browser binary. Tests never install system packages: .ci/setup-system.sh does."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
-            env=env,
-            capture_output=True,
-            timeout=900,
-        )
-        found = shutil.which("chromium")
     if not found:
-        pytest.skip("no chromium (Debian package `chromium`; .ci/setup-system.sh installs it)")
+        pytest.skip("no chromium on PATH: install the Debian package `chromium` (.ci/setup-system.sh does)")
     return found
 
 

@@ -6,15 +6,16 @@ for the session and stops exactly the daemons it started afterwards. The jobs
 run on this machine, so they inherit this Python environment (`sbatch
 --export=ALL`) and find the `spurious` CLI like a local run does.
 
-Skipped only when the cluster cannot be built here: not root, or packages
-missing and no apt-get. The profile checks need no cluster.
+Skipped only when the cluster cannot be built here: not root, or the SLURM
+packages missing (.ci/setup-system.sh installs them). The profile checks need
+no cluster, only the executor plugin (pyproject.toml's `slurm` extra).
 """
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -51,10 +52,44 @@ def snakemake_cmd(*args: str, timeout: int = SNAKEMAKE_TIMEOUT) -> list[str]:
     ]
 
 
+# Where `make` installs the SLURM executor plugins (pyproject.toml's `slurm` extra): beside the
+# venv, off its import path, so that no other snakemake call imports them (see the extra).
+SLURM_PLUGINS = Path(os.environ.get("SPURIOUS_SLURM_PLUGINS", Path(sys.prefix) / "slurm-plugins"))
+
+
+def plugin_dir() -> Path | None:
+    """Where the SLURM executor plugins are: None when installed, else :data:`SLURM_PLUGINS`.
+
+    Skips the calling test where they are in neither place.
+    """
+    # on sys.path, as a subprocess would see it (find_spec would also accept an earlier import)
+    if importlib.machinery.PathFinder.find_spec("snakemake_executor_plugin_slurm") is not None:
+        return None
+    if not (SLURM_PLUGINS / "snakemake_executor_plugin_slurm").is_dir():
+        pytest.skip(
+            f"the SLURM executor plugin is not installed: `make` puts it in {SLURM_PLUGINS} "
+            "(or set SPURIOUS_SLURM_PLUGINS, or pip install -e '.[slurm]')"
+        )
+    return SLURM_PLUGINS
+
+
+def plugin_env() -> dict[str, str]:
+    """This environment, with the SLURM executor plugins importable by snakemake and its jobs.
+
+    SLURM jobs inherit the environment (`sbatch --export=ALL`), so they find the jobstep plugin too.
+    """
+    where = plugin_dir()
+    if where is None:
+        return dict(os.environ)
+    rest = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(where), *([rest] if rest else [])])}
+
+
 def run(
     cmd: list[str], cwd: Path = ROOT, timeout: int = SNAKEMAKE_TIMEOUT + 60
 ) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    """Run a snakemake command that needs the SLURM executor plugin."""
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=plugin_env())
 
 
 def dry_run_resources(*args: str) -> dict[str, dict[str, str]]:
@@ -103,7 +138,9 @@ def lines_block(lines: list[str], i: int) -> str:
     return ""
 
 
-def test_slurm_extra_holds_nothing_the_plugin_rejects():
+def test_slurm_extra_holds_nothing_the_plugin_rejects(monkeypatch):
+    if (where := plugin_dir()) is not None:
+        monkeypatch.syspath_prepend(str(where))
     from snakemake_executor_plugin_slurm.validation import get_forbidden_slurm_options
 
     prof = yaml.safe_load((PROFILE / "profile.yaml").read_text())
@@ -114,6 +151,7 @@ def test_slurm_extra_holds_nothing_the_plugin_rejects():
             assert not re.search(pattern, extra), f"slurm_extra {extra!r} sets --{option}"
 
 
+@pytest.mark.slow
 def test_profile_requests_a_gpu_node_for_training_on_the_paper_grid():
     """What the plugin will submit for the paper's grid (a dry run needs no cluster).
 
@@ -149,8 +187,8 @@ def _cluster_skip_reason() -> str | None:
         if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True).stdout
         != "install ok installed"
     ]
-    if missing and not shutil.which("apt-get"):
-        return f"SLURM packages missing ({', '.join(missing)}) and no apt-get to install them"
+    if missing:  # tests never install system packages (cluster.sh up would): .ci/setup-system.sh does
+        return f"SLURM packages missing ({', '.join(missing)}): run .ci/setup-system.sh as root"
     return None
 
 
@@ -173,6 +211,7 @@ def slurm_cluster():
             assert down.returncode == 0, down.stdout + down.stderr
 
 
+@pytest.mark.slow  # starts SLURM daemons (once per session) and submits jobs
 def test_cluster_up_again_reuses_the_running_daemons(slurm_cluster):
     up = subprocess.run(["bash", str(CLUSTER_SH), "up"], capture_output=True, text=True, timeout=120)
     assert up.returncode == 0, up.stderr
@@ -236,6 +275,7 @@ def slurm_job_states(output: str) -> dict[str, str]:
     return dict(line.split("|", 1) for line in res.stdout.split())
 
 
+@pytest.mark.slow  # starts SLURM daemons (once per session) and submits jobs
 def test_toy_data_and_training_run_as_slurm_jobs(slurm_cluster, tmp_path):
     conf = toy_config(tmp_path)
     model = next(iter(yaml.safe_load(conf.read_text())["models"]))
@@ -257,6 +297,7 @@ def test_toy_data_and_training_run_as_slurm_jobs(slurm_cluster, tmp_path):
     assert steps == [0, 1]
 
 
+@pytest.mark.slow  # starts SLURM daemons (once per session) and submits jobs
 def test_failing_job_is_reported_failed_and_leaves_no_output(slurm_cluster, tmp_path):
     # an existing but empty local data file: `spurious prepare-data` exits non-zero
     (tmp_path / "empty.jsonl").touch()

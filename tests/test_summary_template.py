@@ -101,7 +101,7 @@ def _stats(cells: dict, model: str = "toy-qwen-math", base: dict | None = None) 
     in pp / percent, final step 20; ``base[benchmark]`` = base accuracy (%)."""
     rows = []
 
-    def row(reward, variant, bench, metric, step, mean, lo=math.nan, hi=math.nan):  # noqa: ANN001, ANN202
+    def row(reward, variant, bench, metric, step, mean, lo=math.nan, hi=math.nan):
         rows.append({"model": model, "family": "qwen-math", "reward": reward, "variant": variant,
                      "benchmark": bench, "step": step, "metric": metric, "n_seeds": 1, "mean": mean / 100,
                      "sd": math.nan, "ci_low": lo / 100, "ci_high": hi / 100})

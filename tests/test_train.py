@@ -76,6 +76,7 @@ def test_trl_mapping_is_faithful():
     assert one["max_steps"] == 150
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["clip", "no_clip", "one_update"])
 def test_two_steps_per_variant(tmp_path, train_data, variant):
     cfg = small_config(steps=2)
@@ -99,6 +100,7 @@ def test_two_steps_per_variant(tmp_path, train_data, variant):
     assert final.stat().st_ino == last.stat().st_ino  # a hard link, not a copy
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_and_paired_design(tmp_path, train_data):
     cfg = small_config(steps=2)
     a = run_cli(cfg, "random", "clip", 7, train_data, tmp_path / "a")
@@ -113,6 +115,7 @@ def test_same_seed_same_numbers_and_paired_design(tmp_path, train_data):
     assert ma[1]["reward_mean"] == mc[1]["reward_mean"] and ma[1]["accuracy"] == mc[1]["accuracy"]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path, train_data):
     cfg = small_config(steps=4)
     ref = run_cli(cfg, "ground_truth", "clip", 3, train_data, tmp_path / "ref")
@@ -133,6 +136,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, train_data):
     assert metrics(out / "metrics.jsonl") == metrics(tmp_path / "ref/metrics.jsonl")
 
 
+@pytest.mark.slow
 def test_changed_spec_discards_the_old_state(tmp_path, train_data):
     """A rerun after a config change (new lr) retrains from scratch: the state of the old spec is not resumed."""
     old_cfg = small_config(steps=2)

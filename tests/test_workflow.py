@@ -121,6 +121,7 @@ def test_yaml11_exponent_floats_are_numbers(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_prepare_data_writes_normalized_sets_offline(tmp_path):
     """The default config's data phase, from the generator and the one-shot example, with no network."""
     shutil.copytree(ROOT / "workflow/resources/fixtures", tmp_path / "workflow/resources/fixtures")

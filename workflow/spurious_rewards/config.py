@@ -39,7 +39,7 @@ def _with_defaults(cls: type) -> type:
     """A validator that also fills ``default:`` values (the jsonschema FAQ recipe)."""
     validate_properties = cls.VALIDATORS["properties"]
 
-    def set_defaults(validator, properties, instance, schema):  # noqa: ANN001
+    def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for prop, sub in properties.items():
                 if isinstance(sub, dict) and "default" in sub and prop not in instance:
@@ -66,7 +66,7 @@ def _allowed_keys(schema: dict) -> list[str]:
     return sorted(schema.get("properties", {}))
 
 
-def _describe(error) -> str:  # noqa: ANN001
+def _describe(error) -> str:
     """Turn one jsonschema error into 'key: problem; allowed: ...'."""
     where = _key_path(error.absolute_path)
     if error.validator == "additionalProperties" and error.validator_value is False:

@@ -206,7 +206,7 @@ def _panels(n: int, title: str, ncols: int = 3, panel: tuple[float, float] = (4.
     return fig, axes
 
 
-def _bars(ax, labels: list[str], means: list[float], lows: list[float], highs: list[float],  # noqa: ANN001
+def _bars(ax, labels: list[str], means: list[float], lows: list[float], highs: list[float],
           colors: list[str], scale: float = 100.0) -> None:
     m = np.array(means, dtype=float) * scale
     lo = np.array(lows, dtype=float) * scale

@@ -23,7 +23,7 @@ def figure(n_panels: int, ncols: int, panel: tuple[float, float]) -> tuple:
     return fig, axes[:n_panels]
 
 
-def save(fig, path: Path) -> None:  # noqa: ANN001
+def save(fig, path: Path) -> None:
     with io.atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
 
@@ -35,12 +35,12 @@ def colors(names: list[str]) -> dict[str, tuple]:
     return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
 
 
-def band(ax, s: pd.DataFrame, color: tuple, scale: float = 100.0) -> None:  # noqa: ANN001
+def band(ax, s: pd.DataFrame, color: tuple, scale: float = 100.0) -> None:
     """CI band where there is one, else mean ± sd over seeds."""
     lo = s["ci_low"].where(s["ci_low"].notna(), s["mean"] - s["sd"].fillna(0))
     hi = s["ci_high"].where(s["ci_high"].notna(), s["mean"] + s["sd"].fillna(0))
     ax.fill_between(s["step"], lo * scale, hi * scale, color=color, alpha=0.12, linewidth=0)
 
 
-def empty(ax, text: str) -> None:  # noqa: ANN001
+def empty(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")

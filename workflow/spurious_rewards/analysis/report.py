@@ -206,7 +206,7 @@ def transitions_table(trans: pd.DataFrame, cfg: dict) -> Table:
 # ----------------------------------------------------------------------------- the audit section
 
 
-def _pp(x, signed: bool = True) -> str:  # noqa: ANN001
+def _pp(x, signed: bool = True) -> str:
     return md.pct(None if x is None or pd.isna(x) else float(x), signed)
 
 

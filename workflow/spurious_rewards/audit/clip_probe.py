@@ -96,14 +96,14 @@ STYLES = ("auto", "first_token", "code_frequency")
 # ----------------------------------------------------------------------------- the GRPO step
 
 
-def group_advantages(rewards, group_size: int):  # noqa: ANN001, ANN201
+def group_advantages(rewards, group_size: int):
     """(r - mean_g) / (std_g + 1e-4) per group of ``group_size`` (TRL's ``scale_rewards="group"``)."""
     r = rewards.view(-1, group_size)
     adv = (r - r.mean(dim=1, keepdim=True)) / (r.std(dim=1, keepdim=True) + 1e-4)
     return adv.reshape(-1)
 
 
-def token_logps(model, input_ids, attention_mask, n_completion: int, temperature: float):  # noqa: ANN001, ANN201
+def token_logps(model, input_ids, attention_mask, n_completion: int, temperature: float):
     """Log-probabilities of the last ``n_completion`` tokens of each row (logits / temperature, as TRL).
 
     Only the completion positions go through the LM head (``logits_to_keep``), and
@@ -118,7 +118,7 @@ def token_logps(model, input_ids, attention_mask, n_completion: int, temperature
     return selective_log_softmax(logits[:, :-1, :], input_ids[:, -n_completion:], temperature=temperature).float()
 
 
-def rollout_logps(model, ids, attention, n_completion: int, temperature: float, micro_batch: int):  # noqa: ANN001, ANN201
+def rollout_logps(model, ids, attention, n_completion: int, temperature: float, micro_batch: int):
     """:func:`token_logps` of every row without gradient, ``micro_batch`` rows per forward pass."""
     import torch
 
@@ -128,7 +128,7 @@ def rollout_logps(model, ids, attention, n_completion: int, temperature: float, 
     return torch.cat(parts)
 
 
-def _grpo_terms(logps, old_logps, advantages, mask, epsilon: float):  # noqa: ANN001, ANN202
+def _grpo_terms(logps, old_logps, advantages, mask, epsilon: float):
     """Per-sequence token-mean loss, clipped-token count and token count (tensors)."""
     import torch
 
@@ -141,7 +141,7 @@ def _grpo_terms(logps, old_logps, advantages, mask, epsilon: float):  # noqa: AN
     return per_seq, (is_clipped.float() * mask).sum(), mask.sum()
 
 
-def grpo_loss(logps, old_logps, advantages, mask, epsilon: float):  # noqa: ANN001, ANN201
+def grpo_loss(logps, old_logps, advantages, mask, epsilon: float):
     """TRL's ``grpo`` loss: clipped surrogate, token mean per sequence, then mean over sequences.
 
     Returns ``(loss, clipped token fraction)``.
@@ -150,7 +150,7 @@ def grpo_loss(logps, old_logps, advantages, mask, epsilon: float):  # noqa: ANN0
     return per_seq.mean(), float(n_clipped / n_tokens.clamp(min=1.0))
 
 
-def completion_mask(completion_ids, eos_id: int):  # noqa: ANN001, ANN201
+def completion_mask(completion_ids, eos_id: int):
     """1 up to and including the first EOS of each row, 0 after (TRL's completion mask)."""
     import torch
 
@@ -161,7 +161,7 @@ def completion_mask(completion_ids, eos_id: int):  # noqa: ANN001, ANN201
 
 
 def grpo_step(model, batch: dict, *, epsilon: float, updates: int, lr: float, betas: tuple[float, float],
-              max_grad_norm: float, temperature: float, micro_batch: int | None = None) -> float:  # noqa: ANN001
+              max_grad_norm: float, temperature: float, micro_batch: int | None = None) -> float:
     """One rollout's training step in place: ``updates`` mini-batch updates in ``batch['order']``.
 
     Each mini-batch is fed ``micro_batch`` sequences at a time (None: all at once);
@@ -264,7 +264,7 @@ class HFRollout:
     ``generate`` exactly, and the CUDA generator is forked and seeded too.
     """
 
-    def __init__(self, model, tokenizer, batch_size: int | None = None) -> None:  # noqa: ANN001
+    def __init__(self, model, tokenizer, batch_size: int | None = None) -> None:
         self.model, self.tok, self.batch_size = model, tokenizer, batch_size
 
     def sample(self, prompts: list[str], n: int, *, seed: int, temperature: float, top_p: float,
@@ -300,7 +300,7 @@ def assemble(batches: list[tuple[Any, Any, Any]], pad_id: int, eos_id: int) -> d
     never takes a pad for its EOS).
     """
     import torch
-    import torch.nn.functional as F  # noqa: N812
+    import torch.nn.functional as F
 
     n_prompt = max(b[0].size(1) for b in batches)
     n_comp = max(max(b[2].size(1) for b in batches), 1)  # at least one (masked) position
@@ -324,7 +324,7 @@ class _Measure:
 
     def __init__(self, tokenizer, records: list[dict], template: str, samples: int, temperature: float,
                  top_p: float, max_new_tokens: int, seed: int, *, micro_batch: int,
-                 generation_batch: int | None) -> None:  # noqa: ANN001
+                 generation_batch: int | None) -> None:
         self.tok, self.records, self.samples = tokenizer, records, samples
         self.prompts = [templates.render_prompt(tokenizer, template, r["prompt"]) for r in records]
         self.r1 = templates.is_r1(template)
@@ -335,7 +335,7 @@ class _Measure:
 
         self.code_ids = code_token_ids(tokenizer)  # one vocabulary scan, not one per measurement
 
-    def __call__(self, model) -> dict:  # noqa: ANN001
+    def __call__(self, model) -> dict:
         from ..generation import cut_at_stop
         from ..probes import first_token_code_probability
 
@@ -356,7 +356,7 @@ class _Measure:
         }
 
 
-def draw_batch(engine: HFRollout, tok, prompts: list[str], *, k: int, spec: dict) -> dict:  # noqa: ANN001
+def draw_batch(engine: HFRollout, tok, prompts: list[str], *, k: int, spec: dict) -> dict:
     """Rollout batch ``k``: prompts, samples, Bernoulli rewards, advantages and the mini-batch order.
 
     ``fingerprint`` is a hash of the sampled token ids, so a result file shows which
@@ -383,7 +383,7 @@ def draw_batch(engine: HFRollout, tok, prompts: list[str], *, k: int, spec: dict
 # ----------------------------------------------------------------------------- the probe
 
 
-def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tokenizer=None) -> dict:  # noqa: ANN001
+def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tokenizer=None) -> dict:
     """Run the probe for one base model and write its per-draw rows and per-variant summary."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

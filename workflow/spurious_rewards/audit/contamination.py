@@ -112,7 +112,7 @@ def summarize(rows: list[dict], n_boot: int = 2000, seed: int = 0, alpha: float 
 
 
 def audit(spec: dict, *, model_dir: str, out_summary: str | Path, out_samples: str | Path,
-          engine=None) -> dict:  # noqa: ANN001
+          engine=None) -> dict:
     """Run the audit of one base model on every dataset in ``spec['datasets']``.
 
     ``engine`` (anything with ``generate`` and ``tokenizer``) replaces the configured

@@ -67,7 +67,7 @@ def _targets(model_dir: str | None, checkpoints_dir: str | Path | None) -> list[
 
 
 def run_benchmark(engine, model: dict, template: str, bench: dict, records: list[dict], ev: dict,
-                  examples: list[dict] | tuple = ()) -> tuple[list[dict], dict]:  # noqa: ANN001
+                  examples: list[dict] | tuple = ()) -> tuple[list[dict], dict]:
     """Generate, grade and classify one benchmark under ``template``: (sample rows, summary)."""
     tok = engine.tokenizer
     prompts = [templates.render_prompt(tok, template, r["prompt"], examples=examples) for r in records]

@@ -57,6 +57,12 @@ def reset_grading_stats() -> None:
             _stats[k] = 0
 
 
+def clear_cache() -> None:
+    """Forget every cached verdict, so the next grading of any pair takes the full path (and counts)."""
+    with _cache_lock:
+        _cache.clear()
+
+
 def cache_get(key: tuple[str, str]) -> bool | None:
     with _cache_lock:
         v = _cache.get(key)

@@ -20,7 +20,7 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def backend(name: str):  # noqa: ANN201 - a Backend
+def backend(name: str):
     """The implementation of backend ``name``."""
     if name not in BACKENDS:  # the schema forbids it; guard for hand-written specs
         raise ValueError(f"backend: {name!r} is not allowed; allowed values: {', '.join(BACKENDS)}")

@@ -210,7 +210,7 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
     seed = spec["seed"]
     rollout_stats: dict[int, dict] = {}
 
-    def reward_func(prompts, completions, label, true_answer, pid, trainer_state=None, **_):  # noqa: ANN001
+    def reward_func(prompts, completions, label, true_answer, pid, trainer_state=None, **_):
         step = (trainer_state.global_step // updates) + 1 if trainer_state is not None else 0
         counts: dict[str, int] = {}
         out, correct, code = [], [], []
@@ -252,21 +252,21 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
             self.updates: list[dict] = []
             self.t0 = time.time()
 
-        def on_train_begin(self, args, state, control, model=None, **kw):  # noqa: ANN001
+        def on_train_begin(self, args, state, control, model=None, **kw):
             if resume is None:
                 metrics.append({"step": 0, "p_code": p_code(model, tokenizer, probe_prompts),
                                 "wall_time": 0.0})
             self.t0 = time.time()
 
-        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
+        def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
                 self.updates.append(dict(logs))
 
-        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+        def on_step_end(self, args, state, control, **kw):
             if state.global_step % updates == 0 and state.global_step // updates in steps_to_save:
                 control.should_save = True
 
-        def on_save(self, args, state, control, model=None, **kw):  # noqa: ANN001
+        def on_save(self, args, state, control, model=None, **kw):
             step = state.global_step // updates
             target = hf_dir / f"step_{step}"
             if not target.exists():
@@ -280,7 +280,7 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
         def __init__(self, roll: RolloutCallback) -> None:
             self.roll = roll
 
-        def on_log(self, args, state, control, logs=None, model=None, **kw):  # noqa: ANN001
+        def on_log(self, args, state, control, logs=None, model=None, **kw):
             if state.global_step % updates or not logs or "loss" not in logs:
                 return
             step = state.global_step // updates
@@ -317,7 +317,7 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
 
-def _export_from_checkpoint(checkpoint: Path, target: Path, tokenizer) -> None:  # noqa: ANN001
+def _export_from_checkpoint(checkpoint: Path, target: Path, tokenizer) -> None:
     """Recreate a step's HF export from TRL's checkpoint (a kill can fall between the two saves)."""
     if target.exists():
         return
@@ -328,7 +328,7 @@ def _export_from_checkpoint(checkpoint: Path, target: Path, tokenizer) -> None: 
         tokenizer.save_pretrained(tmp)
 
 
-def _mean(values) -> float | None:  # noqa: ANN001
+def _mean(values) -> float | None:
     vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return sum(vals) / len(vals) if vals else None
 

@@ -72,7 +72,7 @@ class FidelityGRPOTrainer(GRPOTrainer):
             else:
                 del model.generate
 
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,  # noqa: ANN001, ANN201
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,
                               has_tool_images=False):
         if not self.stop_strings:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
@@ -97,14 +97,14 @@ class FidelityGRPOTrainer(GRPOTrainer):
 
     # -- advantage whitening -----------------------------------------------------------
 
-    def _generate_and_score_completions(self, inputs):  # noqa: ANN001, ANN201
+    def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         if self.advantage_whitening == "batch_token" and self.model.training:
             mask = output["completion_mask"]
             if "tool_mask" in output:
                 mask = mask * output["tool_mask"]
 
-            def all_reduce(t):  # noqa: ANN001, ANN202
+            def all_reduce(t):
                 return self.accelerator.reduce(t, reduction="sum") if self.accelerator.num_processes > 1 else t
 
             output["advantages"] = whiten_advantages(output["advantages"], mask, all_reduce)
