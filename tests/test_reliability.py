@@ -634,7 +634,8 @@ def test_train_outputs_have_provenance(tmp_path):
     for s in (1, 2):
         (state / "hf" / f"step_{s}").mkdir(parents=True)
         (state / "hf" / f"step_{s}" / "w.bin").write_bytes(b"w")
-    (state / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s}) for s in (1, 2)) + "\n")
+    row = dict.fromkeys(training.common.METRICS_KEYS)  # every key of the shared metrics row
+    (state / "metrics.jsonl").write_text("\n".join(json.dumps({**row, "step": s}) for s in (1, 2)) + "\n")
     spec = {"run": "m/r/clip/seed5", "seed": 5, "checkpoint_steps": [1, 2], "grpo": {"steps": 2}}
     training.common.publish(spec, state, tmp_path / "checkpoints", tmp_path / "metrics.jsonl")
     index = io.read_json(tmp_path / "checkpoints/index.json")
