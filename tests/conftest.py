@@ -1,11 +1,16 @@
 """Shared test helpers and fixtures: the repository root, a Snakemake runner on a work dir,
-tiny study configs. No test module imports another; what two of them need lives here."""
+tiny study configs, the toy DVC study (built once per session). No test module imports another;
+what two of them need lives here."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -224,3 +229,144 @@ def planted_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path,
     write_audit(root, cfg, np.random.default_rng(1))
     paths = aggregate.aggregate(cfg, root, n_boot=400)
     return cfg, root, paths
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """Parse the job-count table of a Snakemake dry run into {rule: count}."""
+    counts = {}
+    for line in stdout.splitlines():
+        m = re.match(r"^([a-z_]+)\s+(\d+)$", line.strip())
+        if m:
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+# ------------------------------------------------------- the toy DVC study --
+# A git + DVC repository of the pipeline with a toy config after one real `dvc repro`
+# (tests/test_dvc.py, tests/test_report.py). Built once per session; a test that changes
+# it works on its own copy (`toy_study_copy`).
+
+#: what a clone of the project needs to run the pipeline (untracked files included, so the
+#: copy, unlike a `git clone`, also tests work not committed yet)
+DVC_SOURCES = [
+    "Snakefile",
+    "dvc.yaml",
+    "params.yaml",
+    "config",
+    ".dvcignore",
+    ".gitignore",
+    "workflow",
+    "envs",
+    "profiles/default",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvc/plots",
+]
+#: dvc.yaml's stages, in order: the study, then the five Snakemake phases
+DVC_STAGES = ["study", "data", "train", "evaluate", "audit", "aggregate"]
+
+
+def tool_env() -> dict[str, str]:
+    """dvc's stage commands call `snakemake` and `spurious` from PATH: put this interpreter's bin/ first."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["DVC_NO_ANALYTICS"] = "1"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.invalid",
+               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.invalid")
+    return env
+
+
+def sh(repo: Path, *cmd: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run(list(cmd), cwd=repo, env=tool_env(), capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout[-6000:]}\n{res.stderr[-6000:]}"
+    return res
+
+
+def dvc(repo: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    return sh(repo, sys.executable, "-m", "dvc", *args, **kw)
+
+
+def snakemake_in(repo: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    """Snakemake run inside a repository copy (its own Snakefile and config.yaml)."""
+    return sh(repo, sys.executable, "-m", "snakemake", *args, **kw)
+
+
+def jobs_since(repo: Path, t0: float) -> list[str]:
+    """The Snakemake jobs that ran since t0: `<rule>/<wildcards>` of every benchmark file written since."""
+    bench = repo / "benchmarks"
+    return sorted(str(p.relative_to(bench).with_suffix("")) for p in bench.rglob("*.tsv") if p.stat().st_mtime > t0)
+
+
+def toy_dvc_config() -> dict:
+    """The default study cut down: one shipped organism, rewards ground_truth and random, 2 GRPO steps,
+    and the audit at its smallest (every rule runs, on a few problems and draws)."""
+    cfg = default_config()
+    name, model = next((n, m) for n, m in cfg["models"].items() if (ROOT / m["path"]).is_dir())
+    cfg["models"] = {name: model}
+    cfg["seeds"] = [1]
+    cfg["datasets"]["train"]["n"] = 32
+    cfg["datasets"]["arith_test"]["n"] = 16
+    cfg["rewards"] = {
+        "ground_truth": cfg["rewards"]["ground_truth"],
+        "random": {**cfg["rewards"]["random"], "variants": ["clip"]},
+    }
+    cfg["grpo"].update(steps=2, save_every=1, prompts_per_rollout=2, group_size=4, mini_batch=4, micro_batch=4,
+                       max_new_tokens=32)
+    cfg["evaluation"]["max_new_tokens"] = 32
+    main = next(iter(cfg["benchmarks"]))
+    cfg["benchmarks"] = {main: {**cfg["benchmarks"][main], "samples": 2, "pass_at": [1, 2]}}
+    cfg["datasets"].pop("clean_l2", None)
+    cfg["audit"] = {
+        "contamination": {"fraction": 0.6, "max_new_tokens": 16, "limit": 6},
+        "baselines": {"templates": ["chat", "plain", "few_shot"], "shots": 2},
+        "clean": [main],
+        "clip_probe": {"draws": 2, "eval_problems": 4, "eval_samples": 1},
+    }
+    return cfg
+
+
+@dataclass
+class ToyStudy:
+    repo: Path
+    model: str
+    repro: subprocess.CompletedProcess
+    repro_jobs: list[str]
+    repro_seconds: float
+
+
+@pytest.fixture(scope="session")
+def toy_study(tmp_path_factory: pytest.TempPathFactory) -> ToyStudy:
+    """The toy study after its first `dvc repro`, committed (dvc.lock and the cache: false outputs).
+
+    Shared by every test of the session: read it, never change it (use `toy_study_copy`)."""
+    repo = tmp_path_factory.mktemp("toy-study")
+    for rel in DVC_SOURCES:
+        src, dst = ROOT / rel, repo / rel
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"), symlinks=True)
+        elif src.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    cfg = toy_dvc_config()
+    write_config(repo, cfg)
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "toy study")
+    t0 = time.time()
+    time.sleep(0.05)  # benchmark mtimes strictly after t0 on coarse clocks
+    repro = dvc(repo, "repro", timeout=1800)
+    seconds = time.time() - t0
+    jobs = jobs_since(repo, t0)
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "toy study results")
+    return ToyStudy(repo, next(iter(cfg["models"])), repro, jobs, seconds)
+
+
+@pytest.fixture
+def toy_study_copy(toy_study: ToyStudy, tmp_path: Path) -> ToyStudy:
+    """A private copy of the toy study (git history, DVC cache and results) for a test that changes it."""
+    repo = tmp_path / "toy-study"
+    shutil.copytree(toy_study.repo, repo, symlinks=True)
+    return ToyStudy(repo, toy_study.model, toy_study.repro, toy_study.repro_jobs, toy_study.repro_seconds)

@@ -9,8 +9,8 @@ one the way a click in the menu would, and write the outcome into the DOM,
 which `--dump-dom` returns. A screenshot is kept as a test artifact:
 results/test-artifacts/report.png.
 
-The toy run is test_dvc.py's (one per session). chromium is installed by
-.ci/setup-system.sh; without it the browser part is skipped.
+The toy run is conftest's `toy_study` (one per session, shared with test_dvc.py). chromium is
+installed by .ci/setup-system.sh; without it the browser part is skipped.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_dvc import ROOT, snakemake, toy_study
+from conftest import ROOT, snakemake_in
 
 pytestmark = pytest.mark.slow
 
@@ -107,10 +107,10 @@ def browse(browser: str, page: Path, profile: Path, *args: str) -> subprocess.Co
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> Path:
-    study = toy_study(tmp_path_factory)
+def report(toy_study) -> Path:
+    study = toy_study
     # the aggregate rule's outputs are what the report shows, so build it for that target
-    snakemake(study.repo, "aggregate_results", "--report", "results/report.html")
+    snakemake_in(study.repo, "aggregate_results", "--report", "results/report.html")
     return study.repo / "results/report.html"
 
 

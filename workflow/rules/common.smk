@@ -15,8 +15,14 @@ os.environ.update(
 from spurious_rewards import config as cfgmod
 from spurious_rewards import paths
 
-# ----- validate the config (fails before any job is planned) -----------------
+# ----- resolve `extends:` overlays, then validate (before any job is planned) --
+# Snakemake merged the config files it read (the --configfile list, else config.yaml)
+# and --config on top; an overlay's base is known only from its file, so the merge
+# is redone here: every file with its `extends:` chain, in order, then --config.
 try:
+    _resolved = cfgmod.resolve_files(workflow.configfiles, workflow.config_settings.config)
+    config.clear()
+    config.update(_resolved)
     cfgmod.validate(config)
 except cfgmod.ConfigError as exc:
     # name the user's file(s): Snakemake itself points at this line of common.smk

@@ -44,10 +44,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     cfg = config.load(args.configfile)
     runs = list(config.runs(cfg))
+    chain = config.extends_chain(args.configfile)
     print(
         f"{args.configfile}: OK ({len(cfg['models'])} models, {len(cfg['rewards'])} rewards, "
         f"{len(runs)} training runs, checkpoints at steps {config.checkpoint_steps(cfg)})"
+        + (f"; extends {' -> '.join(str(c) for c in chain[1:])}" if len(chain) > 1 else "")
     )
+    if args.out:
+        import yaml
+
+        from . import io
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with io.atomic_output(args.out) as tmp:
+            tmp.write_text(
+                f"# {args.configfile} resolved ({' -> '.join(str(c) for c in chain)}) and validated, defaults\n"
+                "# filled in: written by `spurious check-config --out`, never edited by hand.\n"
+                + yaml.safe_dump(cfg, sort_keys=False)
+            )
     return 0
 
 
@@ -177,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("check-config", help="validate a config file and summarise its grid")
     s.add_argument("configfile", type=Path)
+    s.add_argument("--out", type=Path, default=None,
+                   help="also write the resolved, validated config (defaults filled in) as YAML "
+                        "(DVC's study stage: the params every phase tracks)")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("prepare-data", help="normalize one dataset into JSONL {id, prompt, answer, source}")

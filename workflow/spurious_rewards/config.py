@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 #: epsilon that can never bind (the ratio is at most e^20 in practice): the ``no_clip`` variant.
 NO_CLIP_EPSILON = 1e9
+
+#: the key naming the study file a config overlays (resolved on read, never validated)
+EXTENDS = "extends"
 
 
 class ConfigError(ValueError):
@@ -123,6 +127,11 @@ def validate(config: dict) -> dict:
     """Validate and fill defaults in place; raise :class:`ConfigError` listing every problem."""
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
+    if EXTENDS in config:
+        raise ConfigError(
+            f"extends: {config[EXTENDS]!r} is not resolved: read the file with spurious_rewards.config.load "
+            "or read (the Snakefile and `spurious check-config` do)"
+        )
     schema = load_schema()
     coerce_numbers(config, schema, schema)
     validator = _DefaultingValidator(schema)
@@ -287,10 +296,89 @@ def probe_variants(cfg: dict) -> list[str]:
     return list(cfg["audit"]["clip_probe"]["variants"] or cfg["variants"])
 
 
-def load(path: str | Path) -> dict:
-    """Read a YAML config file and validate it."""
+# ---------------------------------------------------------------------------
+# study files as overlays (`extends:`)
+# ---------------------------------------------------------------------------
+
+def merge(base: dict, over: dict) -> dict:
+    """``over`` laid on ``base`` (a new dict): mappings merge key by key, lists and scalars replace.
+
+    Snakemake's own rule for several ``--configfile``s, so an overlay reads the same in both.
+    """
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml_mapping(path: Path, extended_by: Path | None) -> dict:
+    if not path.is_file():
+        by = f" (the `extends:` of {extended_by})" if extended_by else ""
+        raise ConfigError(f"{path}: no such config file{by}")
     with open(path) as fh:
-        cfg = yaml.safe_load(fh) or {}
+        try:
+            cfg = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if cfg is None:
+        return {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a config must be a mapping, got {type(cfg).__name__}")
+    return cfg
+
+
+def extends_chain(path: str | Path) -> list[Path]:
+    """The study files ``path`` is made of, itself first, then what it extends, and so on."""
+    chain: list[Path] = []
+    current: Path | None = Path(path)
+    while current is not None:
+        resolved = current.resolve()
+        if resolved in (c.resolve() for c in chain):
+            loop = " -> ".join(str(c) for c in [*chain, current])
+            raise ConfigError(f"{chain[0]}: `extends:` loops: {loop}")
+        cfg = _read_yaml_mapping(current, chain[-1] if chain else None)
+        chain.append(current)
+        parent = cfg.get(EXTENDS)
+        if parent is None:
+            current = None
+        elif not isinstance(parent, str) or not parent:
+            raise ConfigError(f"{current}: extends: must be a file path (relative to {current}), got {parent!r}")
+        else:
+            current = Path(os.path.normpath(current.parent / parent))
+    return chain
+
+
+def read(path: str | Path) -> dict:
+    """A config file with its ``extends:`` chain resolved (unvalidated, ``extends`` removed).
+
+    Why overlays: a study that differs from another in three values says only those three
+    (config/organism-full.yaml extends config.yaml); a file without ``extends`` inherits
+    nothing, which keeps config/paper.yaml free of the toy models.
+    """
+    cfg: dict = {}
+    for file in reversed(extends_chain(path)):
+        cfg = merge(cfg, _read_yaml_mapping(file, None))
+    cfg.pop(EXTENDS, None)
+    return cfg
+
+
+def resolve_files(files: list[str | Path], overrides: dict | None = None) -> dict:
+    """Several config files read in order (each with its chain), then ``overrides`` on top.
+
+    What the Snakefile does with Snakemake's ``--configfile`` list and ``--config`` values.
+    """
+    cfg: dict = {}
+    for f in files:
+        cfg = merge(cfg, read(f))
+    return merge(cfg, overrides or {})
+
+
+def load(path: str | Path) -> dict:
+    """Read a YAML config file (resolving ``extends:``) and validate it."""
+    cfg = read(path)
     try:
         return validate(cfg)
     except ConfigError as exc:
