@@ -11,7 +11,9 @@ min_version("9.19")
 
 
 # the default study; a --configfile on the command line replaces it (rather than
-# merging into it, so config/paper.yaml does not inherit the toy models)
+# merging into it, so config/paper.yaml does not inherit the toy models). A study
+# that does inherit says so with `extends:` (config/organism-full.yaml, params.yaml),
+# resolved in common.smk before validation.
 if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"

@@ -48,7 +48,7 @@ def test_dvc_yaml_matches_the_workflow_and_config():
     for name in PHASES:
         stage = spec["stages"][name]
         cmds = stage["cmd"] if isinstance(stage["cmd"], list) else [stage["cmd"]]
-        target = re.fullmatch(r"snakemake --cores all --configfile params.yaml (\w+)", cmds[0])
+        target = re.fullmatch(r"snakemake (\w+) --cores all --configfile params.yaml", cmds[0])
         assert target, (name, cmds[0])
         assert target.group(1) in rules.stdout.split(), f"stage {name}: no rule {target.group(1)}"
         for dep in stage["deps"]:

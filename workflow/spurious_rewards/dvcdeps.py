@@ -56,6 +56,7 @@ class Package:
 
     root: Path
     _trees: dict[str, ast.Module] = field(default_factory=dict)
+    _imports: dict[str, set[str]] = field(default_factory=dict)
 
     def file(self, module: str) -> Path | None:
         """The file of ``module`` (a package's ``__init__.py``), or None when no such module exists."""
@@ -79,6 +80,13 @@ class Package:
             assert path is not None, module
             self._trees[module] = ast.parse(path.read_text(), filename=str(path))
         return self._trees[module]
+
+    def imports(self, module: str) -> set[str]:
+        """Every package module ``module`` imports or names, anywhere in it (memoized)."""
+        if module not in self._imports:
+            tree = self.tree(module)
+            self._imports[module] = _named(self, module, [tree], _docstrings(tree))
+        return self._imports[module]
 
     def module_of(self, path: Path) -> str:
         rel = path.relative_to(self.root).with_suffix("")
@@ -144,8 +152,7 @@ def closure(pkg: Package, roots: set[str]) -> set[str]:
         seen.add(module)
         parts = module.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parents' __init__.py
-        tree = pkg.tree(module)
-        todo.extend(_named(pkg, module, [tree], _docstrings(tree)))
+        todo.extend(pkg.imports(module))
     return seen
 
 
