@@ -105,3 +105,15 @@ def test_snakemake_plans_the_overlay_like_the_full_copy(tmp_path):
     assert counts["overlay"] == counts["copy"]
     assert counts["overlay"]["train_grpo"] == counts["overlay"]["evaluate_run"] == 21 * 3
     assert counts["overlay"]["probe_clip_bias"] == 3
+
+
+def test_replace_sets_a_mapping_whole(tmp_path):
+    """`replace: [models]`: the overlay's models instead of the base's, everything else merged."""
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(
+        {"models": {"a": {"path": "x"}, "b": {"path": "y"}}, "grpo": {"lr": 1e-4, "steps": 10}}))
+    (tmp_path / "one.yaml").write_text("extends: base.yaml\nreplace: [models]\nmodels: {b: {path: z}}\n"
+                                       "grpo: {steps: 20}\n")
+    assert cfgmod.read(tmp_path / "one.yaml") == {"models": {"b": {"path": "z"}}, "grpo": {"lr": 1e-4, "steps": 20}}
+    (tmp_path / "bad.yaml").write_text("extends: base.yaml\nreplace: [datasets]\n")
+    with pytest.raises(cfgmod.ConfigError, match=r"bad\.yaml: replace: 'datasets' is not a key this file sets"):
+        cfgmod.read(tmp_path / "bad.yaml")

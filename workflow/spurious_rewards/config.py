@@ -33,6 +33,8 @@ NO_CLIP_EPSILON = 1e9
 
 #: the key naming the study file a config overlays (resolved on read, never validated)
 EXTENDS = "extends"
+#: an overlay's list of dotted keys whose mapping replaces the base's instead of merging into it
+REPLACE = "replace"
 
 
 class ConfigError(ValueError):
@@ -127,11 +129,12 @@ def validate(config: dict) -> dict:
     """Validate and fill defaults in place; raise :class:`ConfigError` listing every problem."""
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
-    if EXTENDS in config:
-        raise ConfigError(
-            f"extends: {config[EXTENDS]!r} is not resolved: read the file with spurious_rewards.config.load "
-            "or read (the Snakefile and `spurious check-config` do)"
-        )
+    for key in (EXTENDS, REPLACE):
+        if key in config:
+            raise ConfigError(
+                f"{key}: {config[key]!r} is not resolved: read the file with spurious_rewards.config.load "
+                "or read (the Snakefile and `spurious check-config` do)"
+            )
     schema = load_schema()
     coerce_numbers(config, schema, schema)
     validator = _DefaultingValidator(schema)
@@ -300,18 +303,35 @@ def probe_variants(cfg: dict) -> list[str]:
 # study files as overlays (`extends:`)
 # ---------------------------------------------------------------------------
 
-def merge(base: dict, over: dict) -> dict:
+def merge(base: dict, over: dict, replace: frozenset[str] = frozenset(), _prefix: str = "") -> dict:
     """``over`` laid on ``base`` (a new dict): mappings merge key by key, lists and scalars replace.
 
     Snakemake's own rule for several ``--configfile``s, so an overlay reads the same in both.
+    ``replace``: dotted key paths whose mapping in ``over`` replaces the base's whole (an
+    overlay's ``replace: [models]``: only its own models, none of the base's).
     """
     out = copy.deepcopy(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+        path = f"{_prefix}{key}"
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and path not in replace:
+            out[key] = merge(out[key], value, replace, f"{path}.")
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _replace_paths(file: Path, cfg: dict) -> frozenset[str]:
+    """An overlay's ``replace:`` list (dotted key paths it sets whole), checked."""
+    paths = cfg.get(REPLACE, [])
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        raise ConfigError(f"{file}: replace: must be a list of dotted keys (e.g. [models]), got {paths!r}")
+    for p in paths:
+        node: Any = cfg
+        for part in p.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"{file}: replace: {p!r} is not a key this file sets")
+            node = node[part]
+    return frozenset(paths)
 
 
 def _read_yaml_mapping(path: Path, extended_by: Path | None) -> dict:
@@ -360,8 +380,10 @@ def read(path: str | Path) -> dict:
     """
     cfg: dict = {}
     for file in reversed(extends_chain(path)):
-        cfg = merge(cfg, _read_yaml_mapping(file, None))
-    cfg.pop(EXTENDS, None)
+        own = _read_yaml_mapping(file, None)
+        replace = _replace_paths(file, own)
+        own = {k: v for k, v in own.items() if k not in (EXTENDS, REPLACE)}
+        cfg = merge(cfg, own, replace)
     return cfg
 
 
