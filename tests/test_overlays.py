@@ -117,3 +117,12 @@ def test_replace_sets_a_mapping_whole(tmp_path):
     (tmp_path / "bad.yaml").write_text("extends: base.yaml\nreplace: [datasets]\n")
     with pytest.raises(cfgmod.ConfigError, match=r"bad\.yaml: replace: 'datasets' is not a key this file sets"):
         cfgmod.read(tmp_path / "bad.yaml")
+
+
+def test_paper_1gpu_runs_one_model_with_the_papers_settings():
+    """config/paper-1gpu.yaml: the paper's study (rewards, benchmarks) with only the 1.5B math model."""
+    cfg = cfgmod.load(ROOT / "config" / "paper-1gpu.yaml")
+    paper = cfgmod.load(PAPER)
+    assert list(cfg["models"]) == ["Qwen2.5-Math-1.5B"]
+    assert cfg["rewards"] == paper["rewards"] and cfg["benchmarks"] == paper["benchmarks"]
+    assert cfg["backend"] == "trl" and cfg["grpo"]["gpus"] == 1
