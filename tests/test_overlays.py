@@ -72,7 +72,7 @@ def test_extends_errors_name_the_files(tmp_path):
         cfgmod.read(tmp_path / "w.yaml")
     # a config whose extends was never resolved is not validated as if it had none
     with pytest.raises(cfgmod.ConfigError, match="extends: 'config.yaml' is not resolved"):
-        cfgmod.validate({"extends": "config.yaml"})
+        cfgmod.validate({**yaml.safe_load((ROOT / "config.yaml").read_text()), "extends": "config.yaml"})
 
 
 def test_check_config_resolves_and_writes_the_study(tmp_path):

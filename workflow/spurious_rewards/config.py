@@ -129,18 +129,19 @@ def validate(config: dict) -> dict:
     """Validate and fill defaults in place; raise :class:`ConfigError` listing every problem."""
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
-    for key in (EXTENDS, REPLACE):
-        if key in config:
-            raise ConfigError(
-                f"{key}: {config[key]!r} is not resolved: read the file with spurious_rewards.config.load "
-                "or read (the Snakefile and `spurious check-config` do)"
-            )
     schema = load_schema()
     coerce_numbers(config, schema, schema)
     validator = _DefaultingValidator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(dict.fromkeys(_describe(e) for e in errors)))
+    # well-formed (the schema describes them) but never resolved here: that needs the file's path
+    for key in (EXTENDS, REPLACE):
+        if key in config:
+            raise ConfigError(
+                f"{key}: {config[key]!r} is not resolved: read the file with spurious_rewards.config.load "
+                "or read (the Snakefile and `spurious check-config` do)"
+            )
     _check_references(config)
     return config
 
