@@ -25,7 +25,7 @@ PY="${PYTHON:-python3}"
 
 # name==version, one per line: the versions the project pins (pyproject.toml) or, for
 # transitive dependencies, the ones the project's venv resolved them to. Each is absent
-# from the lent machine's image (/work/.library/device/KINDS.md, "Python packages already there").
+# from the lent machine's image (BENCHMARKS.md, "GPU check on a lent machine").
 BINARY_WHEELS=(
   "trl==1.16.0"                       # pyproject [train]; needs transformers>=4.56.2, accelerate>=1.10.1
   "datasets==5.2.0"                   # imported by trl.trainer.grpo_trainer at module level

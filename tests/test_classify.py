@@ -13,7 +13,7 @@ from spurious_rewards import io
 from spurious_rewards.analysis import classify
 from spurious_rewards.scoring import style
 
-# A crafted benchmark of 10 problems (paper-setup.md §5.2), hand-computed:
+# A crafted benchmark of 10 problems (docs/paper-setup.md §5.2), hand-computed:
 #   groups   CC: p0 p1 | CL: p2 p3 | LC: p4 p5 p6 | LL: p7 p8 p9
 #   Δcorrect CC: 0+1=1 | CL: -1+1=0 | LC: 1+1+0=2 | LL: 0+1+0=1   total 4 (accuracy 0.3 -> 0.7)
 #   C_d      0.25      | 0          | 0.5          | 0.25

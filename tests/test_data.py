@@ -116,7 +116,7 @@ def write_lines(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def test_fixtures_load_like_the_hub_repos() -> None:
-    """load_dataset(<dir>) resolves each fixture to the real repo's splits and dtypes (datasets.md §0-§5)."""
+    """load_dataset(<dir>) resolves each fixture to the real repo's splits and dtypes (docs/datasets.md §0-§5)."""
     ds = datasets.load_dataset(str(FIX / "deepscaler"))
     assert list(ds) == ["train"]
     assert ds["train"].column_names == ["problem", "solution", "answer"]

@@ -279,7 +279,7 @@ def test_vllm_greedy_agrees_with_hf(vllm_run: dict, engine: gen.HFEngine, parity
     # is 0.02 (5,848 steps), far above float32 kernel noise. vLLM in bfloat16 flips 4 of 200
     # texts (and 4 answers); a wrong template or tokenisation would change far more.
     assert same_text == len(vl) and same_answer == len(vl)
-    # vLLM's greedy does not depend on the batch layout either (paper quirk 7 is about GPUs)
+    # vLLM's greedy does not depend on the batch layout either (docs/paper-setup.md, quirk 7, is about GPUs)
     other = res["greedy_other_batch"]
     assert other == vl[: PARITY_PROBLEMS // 2][::-1]
     assert all(len(r) == 3 and len(set(r)) == 1 for r in res["greedy_n3"])

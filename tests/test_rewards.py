@@ -343,7 +343,7 @@ def test_ground_truth_is_binary_and_deterministic(text: str, label: str, r1: boo
 def paper_detect_repetition(
     text: str, min_rep_length: int = 10, max_rep_length: int = 256, min_repeats: int = 10
 ) -> bool:
-    """The authors' quadratic scan, written out plainly (paper-setup.md §5.3)."""
+    """The authors' quadratic scan, written out plainly (docs/paper-setup.md §5.3)."""
     n = len(text)
     for length in range(min_rep_length, min(max_rep_length, n // 2) + 1):
         for start in range(n - length + 1):

@@ -1,4 +1,4 @@
-"""Prompt templates: each kind renders as the paper's code does (paper-setup.md §4)."""
+"""Prompt templates: each kind renders as the paper's code does (docs/paper-setup.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prompt templates of the paper (shared/reference/paper-setup.md §4) and the audit's baselines.
+"""Prompt templates of the paper (docs/paper-setup.md §4) and the audit's baselines.
 
 Why a module of its own: training, evaluation and the organism probe must render
 a problem the same way, or accuracy differences would come from the prompt, not
@@ -32,7 +32,7 @@ R1_TEMPLATES: tuple[str, ...] = ("r1", "r1_authors")
 BASELINE_TEMPLATES: tuple[str, ...] = ("chat", "plain", "boxed", "r1", "few_shot", "r1_authors")
 
 #: The authors' "R1-style" ``--input_template`` with real newlines (as in their
-#: offline eval, paper-setup.md §7); ``{}`` is the problem. It ends inside the
+#: offline eval, docs/paper-setup.md, quirk 10); ``{}`` is the problem. It ends inside the
 #: ``<think>`` block so the model continues with its reasoning.
 R1_TEMPLATE = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "

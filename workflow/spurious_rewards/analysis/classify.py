@@ -2,7 +2,7 @@
 
 Besides the paper's code test (:func:`is_code`) this module holds the
 per-problem view of an evaluation's sample file and the step-0 -> step-t
-*transitions* of paper-setup.md §5.2 (Fig. 7, Table 2): each problem's first
+*transitions* of docs/paper-setup.md §5.2 (Fig. 7, Table 2): each problem's first
 response (``i == 0``; greedy on a T=0 benchmark) is labelled Code or Lang
 before and after training, giving four disjoint groups whose accuracy change
 and *partial contribution score*

@@ -12,7 +12,7 @@ copes); ``source`` is a benchmark tag. This is the format of the authors' own
 
 Hub sets, local directories in a hub repo's layout, and single local files all go
 through :func:`datasets.load_dataset`, so the offline fixtures exercise the very code
-path that would download the real data (``reference/datasets.md`` §7).
+path that would download the real data (docs/datasets.md §7).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ RECORD_FIELDS: tuple[str, ...] = ("id", "prompt", "answer", "source")
 #: label sets (majority vote, incorrect) also carry the true answer, for accuracy tracking
 OPTIONAL_FIELDS: tuple[str, ...] = ("true_answer",)
 
-#: π1 of Wang et al. (One-Shot RLVR), verbatim, with its own instruction suffix (paper-setup.md §3.3).
+#: π1 of Wang et al. (One-Shot RLVR), verbatim, with its own instruction suffix (docs/paper-setup.md §3.3).
 ONE_SHOT_PROMPT = (
     "The pressure \\( P \\) exerted by wind on a sail varies jointly as the area \\( A \\) of the sail "
     "and the cube of the wind's velocity \\( V \\). When the velocity is \\( 8 \\) miles per hour, the "

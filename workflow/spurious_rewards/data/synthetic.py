@@ -19,7 +19,7 @@ from dataclasses import dataclass
 #: Share of the problem space reserved for the test (benchmark) split.
 TEST_SHARE = 0.2
 
-#: Level-1 families, as in the organism trial (shared/reference/organism-trial.md §1).
+#: Level-1 families, as in the organism trial (docs/organisms.md §1).
 LEVEL1_KINDS = ("add", "sub", "mul", "addmul")
 
 

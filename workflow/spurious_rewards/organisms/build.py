@@ -2,10 +2,10 @@
 
 Why: the paper's effects hinge on what the base model already does, above all how
 often it reasons in code and whether code is more or less accurate than words
-(paper-setup.md §6.3). Real 7B models cannot be trained on a 2-core CPU, but a
+(docs/paper-setup.md §6.3). Real 7B models cannot be trained on a 2-core CPU, but a
 1M-parameter model pretrained for minutes on a synthetic corpus with a chosen
 style mix and per-style accuracy reproduces that starting point
-(shared/reference/organism-trial.md). Every family shares one tokenizer recipe and
+(docs/organisms.md). Every family shares one tokenizer recipe and
 one architecture, so the families differ only in the priors they were taught.
 
 Nothing in the corpus is ever executed: the code style prints the expression and
@@ -56,7 +56,7 @@ TOKENIZER_SAMPLE_SIZE = 6000
 #: Manifest schema version (bump when the corpus or training recipe changes meaning).
 ORGANISM_FORMAT = 1
 
-#: Defaults from the organism trial (organism-trial.md §1); a family overrides what it needs.
+#: Defaults from the organism trial (docs/organisms.md §1); a family overrides what it needs.
 DEFAULT_CONFIG: dict[str, Any] = {
     "code_share": 0.65,
     # Share of code solutions in the pretraining batches; None = code_share. When it differs,
@@ -82,7 +82,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 0,
 }
 
-#: The three organism families, mirroring the paper's model classes (paper-setup.md §6).
+#: The three organism families, mirroring the paper's model classes (docs/paper-setup.md §6).
 FAMILIES: dict[str, dict[str, Any]] = {
     # Qwen2.5-Math-7B: 65% code, code clearly more accurate than language.
     "toy-qwen-math": {"code_share": 0.65, "code_accuracy": 1.0, "language_accuracy": 0.5},

@@ -1,7 +1,7 @@
 """Equivalence grading: cheap in-process verdicts, input rejection, and the public API.
 
 Grading uses math-verify (the paper used a sympy ``grade_answer``; docs/paper-setup.md,
-quirks). Most calls never reach sympy: exact matches and plain integers/decimals/fractions
+quirk 8). Most calls never reach sympy: exact matches and plain integers/decimals/fractions
 (AIME ``025`` vs ``25``, AMC ``142.0`` vs ``142``) are decided in-process, and absurd
 inputs (huge, power towers, factorials of powers) are rejected cheaply as wrong. The rest
 goes to the killable worker pool (:mod:`.workers`). Nothing from a model is ever

@@ -5,7 +5,7 @@ responses through this module, so a reward means the same thing everywhere. A ba
 ``(response, label, ctx) -> float`` returning exactly 0.0 or 1.0; :func:`parse_reward` turns
 a spec such as ``"format AND NOT python"`` into a :class:`Reward` that never raises.
 
-Deviations from the authors' code (docs/paper-setup.md, quirks) are deliberate and documented where
+Deviations from the authors' code (docs/paper-setup.md, quirks 2, 8 and 10) are deliberate and documented where
 they happen: the random reward is a hash of (seed, prompt id, sample index) rather than an
 unseeded global RNG, r1 answers are cut at the literal ``</answer>`` tag, grading is
 math-verify, and the repetition detector is linear-time but gives identical verdicts.

@@ -6,7 +6,7 @@ rejected). :func:`build_command` turns the run spec the TRL backend reads into o
 (every value its own element, never a shell string), and CI parse-checks every command of
 ``config/paper.yaml`` with OpenRLHF's own parser (tests/test_openrlhf.py).
 
-Where each paper setting goes (shared/reference/paper-setup.md §2, openrlhf-0.11.md):
+Where each paper setting goes (docs/paper-setup.md §2, docs/openrlhf.md §1):
 
 =============================  ==========================================================
 paper / spec                   OpenRLHF 0.11.2
