@@ -18,7 +18,7 @@ It is a line-by-line port, quirks kept (``"and"`` is removed anywhere, ``"j"`` b
 ``"i"`` when there is no ``"i"``, the unit list strips words such as ``"m"`` or ``"s"``),
 because the point is to count votes and format rewards as the authors did. One deviation:
 their ``convert_word_number`` calls the ``word2number`` package, which turns any string
-that *contains* a number word into that number (``"five apples"`` -> ``"5"``); this port
+that *contains* a number word into that number (``"five cats"`` -> ``"5"``); this port
 converts only strings made entirely of number words (``"twenty-five"`` -> ``"25"``), so
 it needs no extra dependency. Grading never uses this function: math-verify grades the
 raw answers (:mod:`.equivalence`).
