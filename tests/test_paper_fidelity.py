@@ -27,8 +27,7 @@ from spurious_rewards.evaluation import labels
 from spurious_rewards.scoring import extract_answer, grade, rewards
 from spurious_rewards.scoring.normalize import strip_string, vote_key
 from spurious_rewards.training import openrlhf_backend as openrlhf
-from spurious_rewards.training import openrlhf_reward
-from spurious_rewards.training import trl_backend
+from spurious_rewards.training import openrlhf_reward, trl_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 ORGANISM = ROOT / "workflow/resources/organisms/toy-qwen-math"
@@ -118,6 +117,13 @@ def test_unreduced_fractions_grade_as_equal():
     """Our decision (docs/fidelity.md): math-verify equivalence; the authors' grader rejects 2/4 vs 1/2."""
     assert grade("\\frac{2}{4}", "\\frac{1}{2}") and grade("2/4", "1/2")
     assert not grade("\\frac{2}{3}", "\\frac{1}{2}")
+
+
+@pytest.mark.parametrize("gold", ["\\frac{\\sqrt{3}}{2}", "\\left( 3, \\frac{\\pi}{2} \\right)", "\\text{Evelyn}",
+                                  "p - q", "[-2,7]", "x \\in [-2,7]", "\\$18.90", "10\\%"])
+def test_gold_answers_grade_equal_to_themselves(gold):
+    """The authors' sympy grader fails 5 of MATH-500's gold answers against themselves; ours never."""
+    assert grade(gold, gold)
 
 
 # ----------------------------------------------------------------------------- empty labels
@@ -341,3 +347,43 @@ def test_variant_rollout_and_reward_models_are_checked(paper):
     bad["variants"]["rollout8"]["prompts_per_rollout"] = 0
     with pytest.raises(cfgmod.ConfigError, match="prompts_per_rollout"):
         cfgmod.validate(bad)
+
+
+# ----------------------------------------------------------------------------- the paper config, setting by setting
+
+
+def test_paper_config_follows_the_authors_settings(paper):
+    """The values docs/fidelity.md lists for config/paper.yaml (the authors' launch scripts)."""
+    g = paper["grpo"]
+    assert (g["group_size"], g["prompts_per_rollout"], g["mini_batch"], g["micro_batch"]) == (16, 64, 128, 4)
+    assert (g["lr"], g["kl_coef"], g["epsilon"], g["temperature"], g["top_p"]) == (5e-7, 0.0, 0.2, 1.0, 1.0)
+    assert (g["max_prompt_tokens"], g["max_new_tokens"], g["steps"], g["save_every"]) == (1024, 3072, 150, 10)
+    assert (g["beta1"], g["beta2"], g["max_grad_norm"]) == (0.9, 0.95, 1.0)
+    assert (g["loss_agg"], g["advantage_whitening"]) == ("token-mean", "batch_token")
+    assert cfgmod.updates_per_rollout(paper, "clip") == 8 and cfgmod.updates_per_rollout(paper, "one_update") == 1
+    lab = paper["labelling"]
+    assert (lab["samples"], lab["temperature"], lab["max_new_tokens"], lab["template"]) == (64, 1.0, 3072, "plain")
+    assert (lab["vote"], lab["empty_majority"], lab["holdout"]) == ("normalized", "authors", 100)
+    b = paper["benchmarks"]
+    assert (b["math500"]["samples"], b["math500"]["temperature"]) == (1, 0.0)
+    for name in ("amc", "aime24", "aime25"):
+        assert (b[name]["samples"], b[name]["temperature"], b[name]["pass_at"]) == (8, 0.6, [1, 8])
+    assert paper["backend"] == "openrlhf" and paper["seeds"] == [1, 2, 3]
+    r1_models = {m for m, v in paper["models"].items() if v["template"] == "r1"}
+    assert r1_models == {"OLMo-2-1124-7B", "Llama-3.1-8B", "Llama-3.2-3B"}
+    toy = cfgmod.load(ROOT / "config.yaml")
+    assert (toy["labelling"]["vote"], toy["labelling"]["empty_majority"], toy["labelling"]["holdout"]) == (
+        "normalized", "zero", 0)
+    assert (toy["grpo"]["loss_agg"], toy["grpo"]["advantage_whitening"]) == ("seq-mean-token-mean", "none")
+
+
+def test_fidelity_doc_names_existing_tests_and_no_outside_paths():
+    import re
+
+    doc = (ROOT / "docs" / "fidelity.md").read_text()
+    assert "shared/" not in doc
+    ids = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", doc)
+    assert len(ids) >= 30
+    for path, name in ids:
+        text = (ROOT / path).read_text()
+        assert re.search(rf"^def {name}\(", text, flags=re.M), f"{path}::{name} does not exist"
