@@ -8,7 +8,10 @@ a spec such as ``"format AND NOT python"`` into a :class:`Reward` that never rai
 Deviations from the authors' code (docs/paper-setup.md, quirks) are deliberate and documented where
 they happen: the random reward is a hash of (seed, prompt id, sample index) rather than an
 unseeded global RNG, r1 answers are cut at the literal ``</answer>`` tag, grading is
-math-verify, and the repetition detector is linear-time but gives identical verdicts.
+math-verify (unreduced fractions count as equal), and the repetition detector is linear-time
+but gives identical verdicts. An empty label follows ``RewardContext.empty_label``
+(``labelling.empty_majority``): ``authors`` scores 1 a response with no extractable answer,
+as their grader's ``"" == ""`` did. docs/fidelity.md lists every setting.
 """
 
 from __future__ import annotations
