@@ -12,7 +12,7 @@
 #
 # Why a venv of its own: OpenRLHF pins transformers==5.15.0 (ours: 5.24.0), ray,
 # deepspeed and flash-attn; it must never touch the project's .venv.
-# Why this recipe (shared/reference/openrlhf-0.11.md §7-8): flash-attn is an sdist that
+# Why this recipe (docs/openrlhf.md §7-8): flash-attn is an sdist that
 # needs torch inside its build and CUDA to compile, so a plain `pip install openrlhf`
 # fails. We install the wheel's own requirements *minus flash-attn* (read from the
 # wheel's METADATA, so they cannot drift from the pinned wheel), build deepspeed with no

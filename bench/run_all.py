@@ -240,6 +240,10 @@ def _md_escape(s: str) -> str:
     return str(s).replace("|", "\\|")
 
 
+#: BENCHMARKS.md below this line is written by hand and kept by :func:`write_markdown`.
+KEEP_MARKER = "<!-- kept by bench/run_all.py: hand-written sections below -->"
+
+
 def write_markdown(rows: list[dict], mach: dict, status: dict[str, dict], quick: bool, path: Path) -> None:
     md = [
         "# Benchmarks",
@@ -271,6 +275,10 @@ def write_markdown(rows: list[dict], mach: dict, status: dict[str, dict], quick:
            "19.8M responses in 44,170 files, 47% more than the 13.5M of the first measurement (46.3 s then). "
            "The audit's own jobs (contamination, baselines, clip probe) are measured per job by Snakemake's "
            "`benchmark:` files; their `make run` figures are in the stop notes.", ""]
+    # hand-written sections (e.g. the GPU check on a lent machine) below the marker survive a rewrite
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if KEEP_MARKER in old:
+        md += [KEEP_MARKER + old.split(KEEP_MARKER, 1)[1].rstrip("\n"), ""]
     path.write_text("\n".join(md), encoding="utf-8")
 
 

@@ -8,8 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+
+from spurious_rewards import config as cfgmod
+from spurious_rewards import io
+from spurious_rewards.audit import clip_probe
+from spurious_rewards.evaluation import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 ORGANISMS = ROOT / "workflow" / "resources" / "organisms"
@@ -78,3 +84,143 @@ def workdir(tmp_path: Path):
         return make_workdir(tmp_path / name, cfg)
 
     return make
+
+
+# ----------------------------------------------------------------------------- a planted results tree
+# 2 models x 2 rewards (ground_truth, random with the clip/no_clip ablation) x 2 seeds, checkpoints at
+# steps 10 and 20, benchmarks `arith` (1 sample) and `arith_avg4` (4 samples), in the pipeline's own
+# formats; summaries are computed from the sample files with evaluate.summarize, as the pipeline does.
+# Used by test_aggregate.py, test_summary_template.py and test_reliability.py.
+
+N_PROBLEMS = 24
+
+
+def make_config(study: str = "organism", models: dict | None = None, main: str = "arith") -> dict:
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["study"] = study
+    cfg["models"] = models or {k: cfg["models"][k] for k in ("toy-qwen-math", "toy-nocode")}
+    cfg["rewards"] = {
+        "ground_truth": {"spec": "ground_truth", "labels": "true_labels", "variants": ["clip"]},
+        "random": {"spec": "random(0.5)", "labels": "true_labels", "variants": ["clip", "no_clip"]},
+    }
+    cfg["seeds"] = [1, 2]
+    cfg["grpo"]["steps"], cfg["grpo"]["save_every"] = 20, 10
+    cfg["benchmarks"] = {
+        main: {"dataset": "arith_test", "samples": 1, "temperature": 0.0, "pass_at": [1]},
+        "arith_avg4": {"dataset": "arith_test", "samples": 4, "temperature": 0.6, "pass_at": [1, 4]},
+    }
+    cfg["audit"]["clean"] = ["arith_avg4"]
+    return cfgmod.validate(cfg)
+
+
+def _style(family: str, reward: str, variant: str, step: int) -> tuple[float, float, float]:
+    """(P(code), P(correct | code), P(correct | language)) of a toy family after `step` steps."""
+    p_code = {"qwen-math": 0.65, "nocode": 0.0}.get(family, 0.5)
+    acc_code, acc_lang = 0.9, 0.4
+    t = step / 20
+    if reward == "ground_truth":
+        acc_lang += 0.3 * t
+    elif family == "qwen-math" and variant == "clip":  # clipping pushes toward the code prior
+        p_code += 0.3 * t
+    return min(p_code, 1.0), acc_code, acc_lang
+
+
+def write_eval(path: Path, cfg: dict, model: str, steps: list[int], key: tuple, rng: np.random.Generator) -> None:
+    family = cfg["models"][model]["family"]
+    rows = []
+    for step in steps:
+        p_code, acc_code, acc_lang = _style(family, *key, step)
+        for bench, b in cfg["benchmarks"].items():
+            k = b["samples"]
+            code = rng.random((N_PROBLEMS, k)) < p_code
+            correct = rng.random((N_PROBLEMS, k)) < np.where(code, acc_code, acc_lang)
+            rep = np.zeros_like(code)
+            lengths = rng.integers(5, 40, size=(N_PROBLEMS, k))
+            io.write_jsonl(
+                ({"id": f"arith/{p}", "i": i, "response": "```python\nprint(7)\n```" if code[p, i] else "So 7.",
+                  "pred": "7", "correct": bool(correct[p, i]), "code": bool(code[p, i]), "repetition": False,
+                  "tokens": int(lengths[p, i])} for p in range(N_PROBLEMS) for i in range(k)),
+                path / "samples" / f"step{step}_{bench}.jsonl.gz",
+            )
+            summ = evaluate.summarize(correct.tolist(), code.tolist(), rep.tolist(), lengths.tolist(), b["pass_at"])
+            rows.append({"step": step, "benchmark": bench, **summ, "seconds": 0.5})
+    io.write_json({"model": model, "grading": {"graded": 1}, "results": rows}, path / "summary.json")
+
+
+def write_train(path: Path, steps: int, rng: np.random.Generator) -> None:
+    rows = [{"step": 0, "p_code": 0.5, "wall_time": 0.0}]
+    for s in range(1, steps + 1):
+        rows.append({"step": s, "reward_mean": rng.random(), "reward_std": 0.5, "accuracy": rng.random(),
+                     "accuracy_code": None if s == 1 else 0.8, "accuracy_language": 0.4,
+                     "code_frequency": 0.6, "clip_fraction": 0.01, "entropy": 1.0, "kl": 0.0,
+                     "response_length": 30.0, "p_code": 0.5 + s / 100, "updates": 4, "wall_time": s * 2.0,
+                     "grad_norm": 0.3, "loss": 0.01})
+    io.write_jsonl(rows, path)
+
+
+def build_tree(root: Path, cfg: dict) -> None:
+    rng = np.random.default_rng(0)
+    for model in cfg["models"]:
+        write_eval(root / "eval" / model / "base", cfg, model, [0], ("base", "base"), rng)
+    for run in cfgmod.runs(cfg):
+        write_eval(root / "eval" / run.path, cfg, run.model, cfgmod.checkpoint_steps(cfg),
+                   (run.reward, run.variant), rng)
+        write_train(root / "train" / run.path / "metrics.jsonl", cfg["grpo"]["steps"], rng)
+
+
+def write_audit(root: Path, cfg: dict, rng: np.random.Generator) -> None:
+    """Audit outputs as the audit rules write them: toy-qwen-math does much better with `boxed`."""
+    model = "toy-qwen-math"
+    d = root / "audit" / "baselines" / model
+    results = [{"template": "r1", "benchmark": "arith", "available": False, "reason": "test"}]
+    for template, acc in (("chat", None), ("plain", 0.1), ("boxed", 0.97)):
+        p_code, acc_code, acc_lang = _style("qwen-math", "base", "base", 0)
+        code = rng.random((N_PROBLEMS, 1)) < p_code
+        p = np.where(code, acc_code, acc_lang) if acc is None else np.full((N_PROBLEMS, 1), acc)
+        correct = rng.random((N_PROBLEMS, 1)) < p
+        io.write_jsonl(({"id": f"arith/{i}", "i": 0, "response": "r", "pred": "7", "correct": bool(correct[i, 0]),
+                         "code": bool(code[i, 0]), "repetition": False, "tokens": 5} for i in range(N_PROBLEMS)),
+                       d / "samples" / template / "step0_arith.jsonl.gz")
+        results.append({"template": template, "benchmark": "arith", "available": True,
+                        "accuracy": float(correct.mean()), "code_frequency": float(code.mean())})
+    io.write_json({"model": model, "paper_template": "chat", "results": results}, d / "summary.json")
+    for m in cfg["models"]:
+        ci = {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+        io.write_json({"model": m, "fraction": 0.6, "results": [
+            {"dataset": "arith_test", "problems": N_PROBLEMS, "skipped": 0, "exact": ci, "rouge_l": ci,
+             "correct": {"mean": 0.1, "ci_low": 0.05, "ci_high": 0.15}}]},
+            root / "audit" / "contamination" / m / "summary.json")
+        summary = [{"variant": v, "metric": k, "mean": 0.01, "ci_low": 0.0, "ci_high": 0.02, "draws": 50}
+                   for v in ("clip", "no_clip", "one_update") for k in clip_probe.METRICS]
+        io.write_json({"model": m, "dominant_style": "code", "summary": summary},
+                      root / "audit" / "clip_probe" / f"{m}.json")
+
+
+PAPER_MODELS = {
+    "Qwen2.5-Math-7B": {"path": "Qwen/Qwen2.5-Math-7B", "template": "chat", "family": "qwen-math"},
+    "OLMo-2-1124-7B": {"path": "allenai/OLMo-2-1124-7B", "template": "r1", "family": "olmo"},
+}
+
+
+def build_paper_tree(root: Path) -> dict:
+    """The planted tree under the paper's model names (``study: paper``), one run missing; returns the config."""
+    import shutil
+
+    cfg = make_config("paper", PAPER_MODELS, main="math500")
+    build_tree(root, cfg)
+    shutil.rmtree(root / "eval/OLMo-2-1124-7B/random/no_clip/seed1")
+    (root / "train/OLMo-2-1124-7B/random/no_clip/seed1/metrics.jsonl").unlink()
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def planted_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, dict[str, Path]]:
+    """The planted tree with audit outputs, aggregated once per session: (config, results dir, output paths)."""
+    from spurious_rewards.analysis import aggregate
+
+    root = tmp_path_factory.mktemp("results")
+    cfg = make_config()
+    build_tree(root, cfg)
+    write_audit(root, cfg, np.random.default_rng(1))
+    paths = aggregate.aggregate(cfg, root, n_boot=400)
+    return cfg, root, paths

@@ -1,8 +1,8 @@
 """spurious_rewards.analysis.aggregate on a tiny synthetic results tree written in the pipeline's own formats.
 
-The tree: 2 models x 2 rewards (ground_truth, random with the clip/no_clip ablation) x 2 seeds,
-checkpoints at steps 10 and 20, benchmarks `arith` (1 sample) and `arith_avg4` (4 samples).
-Summaries are computed from the sample files with evaluate.summarize, as the pipeline does.
+The tree is conftest's planted one: 2 models x 2 rewards (ground_truth, random with the clip/no_clip
+ablation) x 2 seeds, checkpoints at steps 10 and 20, benchmarks `arith` (1 sample) and `arith_avg4`
+(4 samples), with audit outputs.
 """
 
 from __future__ import annotations
@@ -10,135 +10,26 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import N_PROBLEMS, build_paper_tree
 
 from spurious_rewards import config as cfgmod
 from spurious_rewards import io, provenance, stats
 from spurious_rewards import paths as layout
 from spurious_rewards.analysis import aggregate, classify
-from spurious_rewards.audit import clip_probe
-from spurious_rewards.evaluation import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-N_PROBLEMS = 24
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def make_config(study: str = "organism", models: dict | None = None, main: str = "arith") -> dict:
-    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg["study"] = study
-    cfg["models"] = models or {k: cfg["models"][k] for k in ("toy-qwen-math", "toy-nocode")}
-    cfg["rewards"] = {
-        "ground_truth": {"spec": "ground_truth", "labels": "true_labels", "variants": ["clip"]},
-        "random": {"spec": "random(0.5)", "labels": "true_labels", "variants": ["clip", "no_clip"]},
-    }
-    cfg["seeds"] = [1, 2]
-    cfg["grpo"]["steps"], cfg["grpo"]["save_every"] = 20, 10
-    cfg["benchmarks"] = {
-        main: {"dataset": "arith_test", "samples": 1, "temperature": 0.0, "pass_at": [1]},
-        "arith_avg4": {"dataset": "arith_test", "samples": 4, "temperature": 0.6, "pass_at": [1, 4]},
-    }
-    cfg["audit"]["clean"] = ["arith_avg4"]
-    return cfgmod.validate(cfg)
-
-
-def _style(family: str, reward: str, variant: str, step: int) -> tuple[float, float, float]:
-    """(P(code), P(correct | code), P(correct | language)) of a toy family after `step` steps."""
-    p_code = {"qwen-math": 0.65, "nocode": 0.0}.get(family, 0.5)
-    acc_code, acc_lang = 0.9, 0.4
-    t = step / 20
-    if reward == "ground_truth":
-        acc_lang += 0.3 * t
-    elif family == "qwen-math" and variant == "clip":  # clipping pushes toward the code prior
-        p_code += 0.3 * t
-    return min(p_code, 1.0), acc_code, acc_lang
-
-
-def write_eval(path: Path, cfg: dict, model: str, steps: list[int], key: tuple, rng: np.random.Generator) -> None:
-    family = cfg["models"][model]["family"]
-    rows = []
-    for step in steps:
-        p_code, acc_code, acc_lang = _style(family, *key, step)
-        for bench, b in cfg["benchmarks"].items():
-            k = b["samples"]
-            code = rng.random((N_PROBLEMS, k)) < p_code
-            correct = rng.random((N_PROBLEMS, k)) < np.where(code, acc_code, acc_lang)
-            rep = np.zeros_like(code)
-            lengths = rng.integers(5, 40, size=(N_PROBLEMS, k))
-            io.write_jsonl(
-                ({"id": f"arith/{p}", "i": i, "response": "```python\nprint(7)\n```" if code[p, i] else "So 7.",
-                  "pred": "7", "correct": bool(correct[p, i]), "code": bool(code[p, i]), "repetition": False,
-                  "tokens": int(lengths[p, i])} for p in range(N_PROBLEMS) for i in range(k)),
-                path / "samples" / f"step{step}_{bench}.jsonl.gz",
-            )
-            summ = evaluate.summarize(correct.tolist(), code.tolist(), rep.tolist(), lengths.tolist(), b["pass_at"])
-            rows.append({"step": step, "benchmark": bench, **summ, "seconds": 0.5})
-    io.write_json({"model": model, "grading": {"graded": 1}, "results": rows}, path / "summary.json")
-
-
-def write_train(path: Path, steps: int, rng: np.random.Generator) -> None:
-    rows = [{"step": 0, "p_code": 0.5, "wall_time": 0.0}]
-    for s in range(1, steps + 1):
-        rows.append({"step": s, "reward_mean": rng.random(), "reward_std": 0.5, "accuracy": rng.random(),
-                     "accuracy_code": None if s == 1 else 0.8, "accuracy_language": 0.4,
-                     "code_frequency": 0.6, "clip_fraction": 0.01, "entropy": 1.0, "kl": 0.0,
-                     "response_length": 30.0, "p_code": 0.5 + s / 100, "updates": 4, "wall_time": s * 2.0,
-                     "grad_norm": 0.3, "loss": 0.01})
-    io.write_jsonl(rows, path)
-
-
-def build_tree(root: Path, cfg: dict) -> None:
-    rng = np.random.default_rng(0)
-    for model in cfg["models"]:
-        write_eval(root / "eval" / model / "base", cfg, model, [0], ("base", "base"), rng)
-    for run in cfgmod.runs(cfg):
-        write_eval(root / "eval" / run.path, cfg, run.model, cfgmod.checkpoint_steps(cfg),
-                   (run.reward, run.variant), rng)
-        write_train(root / "train" / run.path / "metrics.jsonl", cfg["grpo"]["steps"], rng)
-
-
-def write_audit(root: Path, cfg: dict, rng: np.random.Generator) -> None:
-    """Audit outputs as the audit rules write them: toy-qwen-math does much better with `boxed`."""
-    model = "toy-qwen-math"
-    d = root / "audit" / "baselines" / model
-    results = [{"template": "r1", "benchmark": "arith", "available": False, "reason": "test"}]
-    for template, acc in (("chat", None), ("plain", 0.1), ("boxed", 0.97)):
-        p_code, acc_code, acc_lang = _style("qwen-math", "base", "base", 0)
-        code = rng.random((N_PROBLEMS, 1)) < p_code
-        p = np.where(code, acc_code, acc_lang) if acc is None else np.full((N_PROBLEMS, 1), acc)
-        correct = rng.random((N_PROBLEMS, 1)) < p
-        io.write_jsonl(({"id": f"arith/{i}", "i": 0, "response": "r", "pred": "7", "correct": bool(correct[i, 0]),
-                         "code": bool(code[i, 0]), "repetition": False, "tokens": 5} for i in range(N_PROBLEMS)),
-                       d / "samples" / template / "step0_arith.jsonl.gz")
-        results.append({"template": template, "benchmark": "arith", "available": True,
-                        "accuracy": float(correct.mean()), "code_frequency": float(code.mean())})
-    io.write_json({"model": model, "paper_template": "chat", "results": results}, d / "summary.json")
-    for m in cfg["models"]:
-        ci = {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}
-        io.write_json({"model": m, "fraction": 0.6, "results": [
-            {"dataset": "arith_test", "problems": N_PROBLEMS, "skipped": 0, "exact": ci, "rouge_l": ci,
-             "correct": {"mean": 0.1, "ci_low": 0.05, "ci_high": 0.15}}]},
-            root / "audit" / "contamination" / m / "summary.json")
-        summary = [{"variant": v, "metric": k, "mean": 0.01, "ci_low": 0.0, "ci_high": 0.02, "draws": 50}
-                   for v in ("clip", "no_clip", "one_update") for k in clip_probe.METRICS]
-        io.write_json({"model": m, "dominant_style": "code", "summary": summary},
-                      root / "audit" / "clip_probe" / f"{m}.json")
-
-
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, dict[str, Path]]:
-    root = tmp_path_factory.mktemp("results")
-    cfg = make_config()
-    build_tree(root, cfg)
-    write_audit(root, cfg, np.random.default_rng(1))
-    paths = aggregate.aggregate(cfg, root, n_boot=400)
-    return cfg, root, paths
+def study(planted_study) -> tuple[dict, Path, dict[str, Path]]:
+    return planted_study
 
 
 def test_all_outputs_are_written(study) -> None:
@@ -321,14 +212,7 @@ def test_deterministic_and_parallel_reading_agrees(study, tmp_path: Path) -> Non
 
 
 def test_missing_runs_and_paper_numbers(tmp_path: Path) -> None:
-    models = {
-        "Qwen2.5-Math-7B": {"path": "Qwen/Qwen2.5-Math-7B", "template": "chat", "family": "qwen-math"},
-        "OLMo-2-1124-7B": {"path": "allenai/OLMo-2-1124-7B", "template": "r1", "family": "olmo"},
-    }
-    cfg = make_config("paper", models, main="math500")
-    build_tree(tmp_path, cfg)
-    shutil.rmtree(tmp_path / "eval/OLMo-2-1124-7B/random/no_clip/seed1")
-    (tmp_path / "train/OLMo-2-1124-7B/random/no_clip/seed1/metrics.jsonl").unlink()
+    cfg = build_paper_tree(tmp_path)
     paths = aggregate.aggregate(cfg, tmp_path, n_boot=200)
     md = paths["summary"].read_text()
     assert "runs found 11/12" in md
@@ -379,3 +263,36 @@ def test_config_alpha_sets_every_interval_and_the_verdict(study, tmp_path: Path)
     va, vb = pd.read_csv(paths["verdict"]), pd.read_csv(out / "aggregate" / "verdict.csv")
     assert not va[["gain_best_low", "gain_best_high"]].equals(vb[["gain_best_low", "gain_best_high"]])
     assert "50% CI" in (out / "summary.md").read_text()
+
+
+def test_alpha_follows_the_config_into_the_summary_and_figures(study, tmp_path: Path, monkeypatch) -> None:
+    """audit.verdict.alpha = 0.1: every interval, the summary's wording and the figures' subtitles say 90%;
+    every audit panel has a y-axis label."""
+    from spurious_rewards.analysis import audit_tables, figures
+
+    cfg, root, _ = study
+    cfg = cfgmod.validate({**cfg, "audit": {**cfg["audit"], "verdict": {**cfg["audit"]["verdict"], "alpha": 0.1}}})
+    saved: dict[str, object] = {}
+    real_save = figures.save
+
+    def capture(fig, path: Path) -> None:  # noqa: ANN001
+        saved[path.name] = fig
+        real_save(fig, path)
+
+    monkeypatch.setattr(figures, "save", capture)
+    paths = aggregate.aggregate(cfg, tmp_path, results_dir=root, n_boot=400)  # the study's draws
+    md = paths["summary"].read_text()
+    assert "Gain [90% CI]" in md and "95%" not in md and "alpha 0.1" in md
+    for key in ("fig_contamination", "fig_baselines", "fig_clip_probe", "fig_clip"):
+        title = saved[paths[key].name].get_suptitle()
+        assert "90%" in title and "95%" not in title, (key, title)
+    for key in ("fig_contamination", "fig_baselines", "fig_clip_probe"):
+        axes = [ax for ax in saved[paths[key].name].axes if ax.get_visible() and ax.has_data()]
+        assert axes and all(ax.get_ylabel() for ax in axes), key
+    assert audit_tables._level(0.1) == "90%"
+    # the same bootstrap draws: the 90% CI of a gain lies inside the 95% one
+    st90, st95 = pd.read_csv(paths["summary_stats"]), pd.read_csv(study[2]["summary_stats"])
+    q = "model == 'toy-qwen-math' and reward == 'random' and variant == 'clip' and benchmark == 'arith' " \
+        "and metric == 'gain' and step == 20"
+    a, b = st90.query(q).iloc[0], st95.query(q).iloc[0]
+    assert b["ci_low"] <= a["ci_low"] <= a["ci_high"] <= b["ci_high"] and a["mean"] == b["mean"]

@@ -140,8 +140,7 @@ def test_sigkill_prepare_data_leaves_nothing_partial_and_rerun_completes(tmp_pat
 @pytest.fixture(scope="module")
 def agg_study(tmp_path_factory) -> dict:
     """A results tree, an older one (one run missing) and the uninterrupted outputs of both."""
-    from test_aggregate import build_tree
-
+    from conftest import build_tree
 
     root = tmp_path_factory.mktemp("agg")
     cfg = _agg_config()

@@ -238,16 +238,18 @@ def slurm_job_states(output: str) -> dict[str, str]:
 
 def test_toy_data_and_training_run_as_slurm_jobs(slurm_cluster, tmp_path):
     conf = toy_config(tmp_path)
-    res = on_slurm(tmp_path, "prepare_data", "train_all", configfile=conf)
+    model = next(iter(yaml.safe_load(conf.read_text())["models"]))
+    audit = f"results/audit/contamination/{model}/summary.json"  # an audit rule goes through the cluster too
+    res = on_slurm(tmp_path, "prepare_data", "train_all", audit, configfile=conf)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-6000:]
-    # every dataset + 1 GRPO run, each its own sbatch job, each COMPLETED in slurmdbd
+    # every dataset + 1 GRPO run + 1 contamination audit, each its own sbatch job, each COMPLETED in slurmdbd
     datasets = list(yaml.safe_load(conf.read_text())["datasets"])
     states = slurm_job_states(out)
-    assert len(states) == len(datasets) + 1 and set(states.values()) == {"COMPLETED"}, states
+    assert len(states) == len(datasets) + 2 and set(states.values()) == {"COMPLETED"}, states
+    assert (tmp_path / audit).is_file() and "rule audit_contamination" in out
     for name in datasets:
         assert (tmp_path / f"results/data/{name}.jsonl").read_text().strip(), name
-    model = next(iter(yaml.safe_load(conf.read_text())["models"]))
     run_dir = tmp_path / f"results/train/{model}/ground_truth/clip/seed1"
     assert (run_dir / "checkpoints/step_1/model.safetensors").is_file()
     # step 0 (the base model) and the one GRPO step
@@ -275,3 +277,25 @@ def test_failing_job_is_reported_failed_and_leaves_no_output(slurm_cluster, tmp_
     # the job's own log names the cause, and the plugin keeps the failed job's SLURM log
     assert "file is empty" in (tmp_path / "logs/prepare_dataset/broken.log").read_text()
     assert list((tmp_path / ".snakemake/slurm_logs/rule_prepare_dataset").rglob("*.log"))
+
+
+def test_every_rule_of_the_paper_grid_has_its_resources():
+    """Each job rule the paper config plans gets a partition, memory and time from profiles/slurm, and a
+    GPU where it runs on one (the audit rules included); latency-wait is the profile's, not overridden."""
+    res = dry_run_resources("--profile", str(PROFILE), "--configfile", str(ROOT / "config/paper.yaml"))
+    prof = yaml.safe_load((PROFILE / "profile.yaml").read_text())
+    jobs = set(res) - {"all"}
+    assert {"audit_contamination", "evaluate_baselines", "probe_clip_bias", "train_grpo"} <= jobs, jobs
+    gpu_rules = {"train_grpo", "evaluate_base", "evaluate_run", "label_majority_vote", "audit_contamination",
+                 "evaluate_baselines", "probe_clip_bias"}
+    for rule in jobs:
+        assert rule in prof["set-resources"], f"profiles/slurm has no resources for {rule}"
+        r = res[rule]
+        for key in ("slurm_partition", "runtime", "mem_mb"):
+            assert key in r, (rule, key, r)
+        want = "YOUR_GPU_PARTITION" if rule in gpu_rules else "YOUR_CPU_PARTITION"
+        assert r["slurm_partition"] == want, (rule, r)
+        if rule in gpu_rules:
+            assert int(r["gpu"]) >= 1, (rule, r)
+    default = yaml.safe_load((ROOT / "profiles/default/profile.yaml").read_text())
+    assert "latency-wait" not in default and prof["latency-wait"] == 60

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import make_workdir
+
+from spurious_rewards import config as cfgmod
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,6 +94,9 @@ def test_paper_config_plans_the_full_grid(tmp_path):
         (lambda c: c["rewards"]["random"]["variants"].append("noclip"), "'noclip' is not a variant"),
         (lambda c: c["rewards"]["format"].__setitem__("spec", "format AND pyhton"), "pyhton"),
         (lambda c: c.__setitem__("backend", "verl"), "allowed values: trl, openrlhf"),
+        (lambda c: c["models"]["toy-nocode"].update(path="./my-models/qwen", organism=None),
+         "models.toy-nocode.path: './my-models/qwen' is neither an existing local folder nor a hub id"),
+        (lambda c: c["models"]["toy-nocode"].update(path="Qwen/Qwen2.5 Math", organism=None), "nor a hub id"),
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path, edit, expected):
@@ -101,7 +107,22 @@ def test_bad_config_fails_before_any_job(tmp_path, edit, expected):
     res = snakemake("-n", "--configfile", str(bad), "--directory", str(tmp_path))
     assert res.returncode != 0
     assert expected in res.stdout + res.stderr
+    assert f"{bad}: invalid config" in res.stdout + res.stderr  # the user's file, not common.smk
     assert not (tmp_path / "results").exists()
+
+
+def test_yaml11_exponent_floats_are_numbers(tmp_path):
+    """``lr: 1e-4`` is a string to YAML 1.1 (PyYAML, Snakemake); the config takes it as the number it means."""
+    text = (ROOT / "config.yaml").read_text().replace("  lr: 1.0e-4", "  lr: 1e-4")
+    assert "  lr: 1e-4" in text
+    assert yaml.safe_load(text)["grpo"]["lr"] == "1e-4"
+    wd = make_workdir(tmp_path / "wd", {})
+    path = wd / "config.yaml"
+    path.write_text(text)
+    cfg = cfgmod.load(path)
+    assert cfg["grpo"]["lr"] == 1e-4
+    res = snakemake("-n", "--quiet", "rules", "--configfile", str(path), "--directory", str(wd))
+    assert res.returncode == 0, res.stderr[-2000:]
 
 
 def test_prepare_data_writes_normalized_sets_offline(tmp_path):

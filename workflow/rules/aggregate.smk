@@ -78,7 +78,7 @@ rule aggregate_results:
     resources:
         mem_mb=4000,
     conda:
-        "../../envs/pipeline.yaml"
+        CPU_ENV
     shell:
         "spurious aggregate --spec {params.spec:q} --results-dir results --out-dir results "
         "--workers {threads} > {log:q} 2>&1"

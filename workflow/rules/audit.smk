@@ -21,7 +21,7 @@ rule audit_contamination:
         model=lambda wildcards: config["models"][wildcards.model]["path"],
     threads: config["evaluation"]["threads"]
     resources:
-        gpu=min(config["grpo"]["gpus"], 1),
+        gpu=EVAL_GPUS,
     conda:
         EVAL_ENV
     shell:
@@ -46,7 +46,7 @@ rule evaluate_baselines:
         model=lambda wildcards: config["models"][wildcards.model]["path"],
     threads: config["evaluation"]["threads"]
     resources:
-        gpu=min(config["grpo"]["gpus"], 1),
+        gpu=EVAL_GPUS,
     conda:
         EVAL_ENV
     shell:
@@ -70,9 +70,9 @@ rule probe_clip_bias:
         model=lambda wildcards: config["models"][wildcards.model]["path"],
     threads: config["grpo"]["threads"]
     resources:
-        gpu=min(config["grpo"]["gpus"], 1),
+        gpu=PROBE_GPUS,
     conda:
-        "../../envs/pipeline.yaml"
+        PROBE_ENV
     shell:
         "spurious probe-clip --spec {params.spec:q} --model-dir {params.model:q} --out {output:q} "
         "--threads {threads} > {log:q} 2>&1"

@@ -5,9 +5,12 @@ import sys
 # Jobs call the `spurious` CLI of the installed package (`pip install -e .` in the venv,
 # and in every conda env by its post-deploy script). Without an activated venv it is
 # found next to the Python running Snakemake; a conda env puts its own bin/ first.
-os.environ["PATH"] = os.pathsep.join(filter(None, (os.path.dirname(sys.executable), os.environ.get("PATH"))))
-# where the envs' post-deploy scripts install the package from
-os.environ["SPURIOUS_REPO"] = os.path.abspath(workflow.basedir)
+_env = dict(os.environ)
+os.environ.update(
+    PATH=os.pathsep.join(filter(None, (os.path.dirname(sys.executable), _env.get("PATH")))),
+    # where the envs' post-deploy scripts install the package from
+    SPURIOUS_REPO=os.path.abspath(workflow.basedir),
+)
 
 from spurious_rewards import config as cfgmod
 from spurious_rewards import paths
@@ -16,20 +19,30 @@ from spurious_rewards import paths
 try:
     cfgmod.validate(config)
 except cfgmod.ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
+    # name the user's file(s): Snakemake itself points at this line of common.smk
+    files = ", ".join(map(str, workflow.configfiles)) or "config.yaml"
+    raise WorkflowError(f"{files}: {exc}") from None
 
 RUNS = list(cfgmod.runs(config))
 STEPS = cfgmod.checkpoint_steps(config)
 ORGANISM_DIR = "workflow/resources/organisms"
-# conda envs (used with --use-conda only): the GPU paths pin OpenRLHF's and vLLM's stacks
-TRAIN_ENV = (
-    "../../envs/train-openrlhf.yaml" if config["backend"] == "openrlhf" else "../../envs/pipeline.yaml"
-)
+# conda envs (used with --use-conda only), chosen per rule by the engine and device it runs on
+GPU_ENV = "../../envs/pipeline-gpu.yaml"  # CUDA torch: the TRL backend and the clip probe on a GPU
+CPU_ENV = "../../envs/pipeline.yaml"
+TRAIN_ENV = {
+    "openrlhf": "../../envs/train-openrlhf.yaml",
+    "trl": GPU_ENV if config["grpo"]["gpus"] > 0 else CPU_ENV,
+}[config["backend"]]
+# evaluation, labelling and the base-model audits: their own engine and GPUs
+EVAL_GPUS = config["evaluation"]["gpus"]
 EVAL_ENV = (
     "../../envs/eval-vllm.yaml"
-    if config["grpo"]["gpus"] > 0 and config["evaluation"]["engine"] in ("auto", "vllm")
-    else "../../envs/pipeline.yaml"
+    if config["evaluation"]["engine"] == "vllm" or (config["evaluation"]["engine"] == "auto" and EVAL_GPUS > 0)
+    else (GPU_ENV if EVAL_GPUS > 0 else CPU_ENV)
 )
+# the clip probe trains like the TRL backend, on one GPU when training has GPUs
+PROBE_GPUS = min(config["grpo"]["gpus"], 1)
+PROBE_ENV = GPU_ENV if PROBE_GPUS > 0 else CPU_ENV
 
 
 wildcard_constraints:
@@ -129,6 +142,8 @@ def contamination_spec(wildcards):
             "datasets": {d: data_file(d) for d in cfgmod.contamination_datasets(config)},
             "contamination": config["audit"]["contamination"],
             "evaluation": config["evaluation"],
+            # the CIs' level, as every other interval of the audit (the figures state it)
+            "alpha": config["audit"]["verdict"]["alpha"],
         }
     )
 

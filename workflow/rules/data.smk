@@ -12,7 +12,7 @@ rule prepare_dataset:
     params:
         spec=dataset_spec,
     conda:
-        "../../envs/pipeline.yaml"
+        CPU_ENV
     shell:
         "spurious prepare-data --spec {params.spec:q} --out {output:q} > {log:q} 2>&1"
 

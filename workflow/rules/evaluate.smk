@@ -15,7 +15,7 @@ rule evaluate_base:
         model=lambda wildcards: config["models"][wildcards.model]["path"],
     threads: config["evaluation"]["threads"]
     resources:
-        gpu=min(config["grpo"]["gpus"], 1),
+        gpu=EVAL_GPUS,
     conda:
         EVAL_ENV
     shell:
@@ -47,7 +47,7 @@ rule evaluate_run:
         run=run_spec,
     threads: config["evaluation"]["threads"]
     resources:
-        gpu=min(config["grpo"]["gpus"], 1),
+        gpu=EVAL_GPUS,
     conda:
         EVAL_ENV
     shell:

@@ -20,7 +20,7 @@ rule label_majority_vote:
         spec=labelling_spec,
     threads: config["evaluation"]["threads"]
     resources:
-        gpu=min(config["grpo"]["gpus"], 1),
+        gpu=EVAL_GPUS,
     conda:
         EVAL_ENV
     shell:

@@ -16,7 +16,7 @@ rule build_organism:
         mem_mb=4000,
         runtime=60,
     conda:
-        "../../envs/pipeline.yaml"
+        CPU_ENV
     shell:
         "spurious build-organism --spec {params.spec:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
@@ -33,6 +33,6 @@ rule probe_organism:
         "benchmarks/probe_organism/{model}.tsv"
     threads: 1
     conda:
-        "../../envs/pipeline.yaml"
+        CPU_ENV
     shell:
         "spurious probe-organism --model {input.model:q} --out {output:q} --threads {threads} > {log:q} 2>&1"

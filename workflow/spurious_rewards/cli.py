@@ -260,9 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="processes reading sample files")
     s.set_defaults(func=cmd_aggregate)
 
-    from . import plan  # light (no torch): `spurious plan --configfile ...`
+    from . import fetch, plan, prune  # light (no torch): `spurious plan|fetch|prune --configfile ...`
 
     plan.add_parser(sub)
+    fetch.add_parser(sub)
+    prune.add_parser(sub)
     return p
 
 

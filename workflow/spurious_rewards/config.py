@@ -123,12 +123,67 @@ def validate(config: dict) -> dict:
     """Validate and fill defaults in place; raise :class:`ConfigError` listing every problem."""
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
-    validator = _DefaultingValidator(load_schema())
+    schema = load_schema()
+    coerce_numbers(config, schema, schema)
+    validator = _DefaultingValidator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(dict.fromkeys(_describe(e) for e in errors)))
     _check_references(config)
     return config
+
+
+_FLOAT = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+
+
+def coerce_numbers(instance: Any, schema: dict, root: dict) -> None:
+    """Turn numeric strings into numbers where the schema wants a number, in place.
+
+    Why: YAML 1.1 (PyYAML, and so Snakemake) reads ``lr: 1e-4`` as the *string* "1e-4"
+    (its float syntax needs a dot: ``1.0e-4``). Every such value is a number the user meant,
+    so it is converted rather than rejected as "not a number".
+    """
+    if "$ref" in schema:
+        ref = schema["$ref"]
+        if ref.startswith("#/$defs/"):
+            coerce_numbers(instance, root["$defs"][ref.split("/")[-1]], root)
+        return
+    if not isinstance(instance, dict):
+        return
+    props = schema.get("properties", {})
+    extra = schema.get("additionalProperties")
+    for key, value in list(instance.items()):
+        sub = props.get(key, extra if isinstance(extra, dict) else None)
+        if not isinstance(sub, dict):
+            continue
+        types = sub.get("type")
+        types = types if isinstance(types, list) else [types]
+        if "number" in types and isinstance(value, str) and _FLOAT.match(value.strip()):
+            instance[key] = float(value)
+        elif "integer" in types and isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            instance[key] = int(value)
+        else:
+            coerce_numbers(value, sub, root)
+
+
+#: a hub id: owner/name (optionally a single name, as some hub models are)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?$")
+
+
+def _model_problems(cfg: dict) -> list[str]:
+    """A model's path must be an existing local folder, an organism to build, or a hub id."""
+    problems = []
+    for name, m in cfg["models"].items():
+        path = str(m["path"])
+        if m.get("organism") or Path(path).exists():
+            continue
+        looks_local = path.startswith(("/", "./", "../", "~")) or path.endswith("/") or path.count("/") > 1
+        if looks_local or not _HUB_ID.match(path):
+            problems.append(
+                f"models.{name}.path: {path!r} is neither an existing local folder nor a hub id (owner/name)"
+                + ("" if not looks_local else "; no such folder")
+            )
+    return problems
 
 
 def _check_references(cfg: dict) -> None:
@@ -179,6 +234,7 @@ def _check_references(cfg: dict) -> None:
             problems.append(f"variants.{name}.prompts_per_rollout: {v['prompts_per_rollout']} x grpo.group_size "
                             f"= {v['prompts_per_rollout'] * g['group_size']} samples: {exc}")
     problems += _audit_references(cfg)
+    problems += _model_problems(cfg)
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 

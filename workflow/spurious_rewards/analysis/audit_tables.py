@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,6 @@ import pandas as pd
 from .. import config as cfgmod
 from .. import io, paths, stats
 from . import figures, samples
-from . import markdown as md
 
 log = logging.getLogger(__name__)
 
@@ -218,10 +216,14 @@ def _bars(ax, labels: list[str], means: list[float], lows: list[float], highs: l
     ax.set_xticks(range(len(m)), labels, rotation=30, ha="right", fontsize=8)
 
 
-def plot_contamination(df: pd.DataFrame, cfg: dict, path: Path) -> None:
+def _level(alpha: float) -> str:
+    return f"{100 * (1 - alpha):g}%"
+
+
+def plot_contamination(df: pd.DataFrame, cfg: dict, path: Path, *, alpha: float) -> None:
     models = [m for m in cfg["models"] if m in set(df["model"])]
-    fig, axes = _panels(len(models), "Partial-prompt audit: rest of the problem regenerated, "
-                                     "and answered right, from its first part (%, 95% CI)")
+    fig, axes = _panels(len(models), "Partial-prompt audit: rest of the problem regenerated,\n"
+                                     f"and answered right, from its first part (%, {_level(alpha)} CI)")
     colors = {"exact": "#b2182b", "rouge_l": "#ef8a62", "correct": "#2166ac"}
     names = {"exact": "exact match", "rouge_l": "ROUGE-L ×100", "correct": "partial acc."}
     for ax, model in zip(axes, models, strict=False):
@@ -238,6 +240,7 @@ def plot_contamination(df: pd.DataFrame, cfg: dict, path: Path) -> None:
         ax.set_xticks(range(len(datasets)),
                       [f"{d}\n(clean)" if is_clean_dataset(cfg, d) else d for d in datasets], fontsize=8)
         ax.set_ylim(0, 100)
+        ax.set_ylabel("% of problems (ROUGE-L ×100)", fontsize=8)
         ax.set_title(model, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     if not models:
@@ -248,11 +251,11 @@ def plot_contamination(df: pd.DataFrame, cfg: dict, path: Path) -> None:
     figures.save(fig, path)
 
 
-def plot_baselines(df: pd.DataFrame, cfg: dict, path: Path) -> None:
+def plot_baselines(df: pd.DataFrame, cfg: dict, path: Path, *, alpha: float) -> None:
     df = df[df["available"] == True]  # noqa: E712 (pandas mask)
     cells = list(dict.fromkeys(zip(df["model"], df["benchmark"], strict=True)))
-    fig, axes = _panels(len(cells), "Prompt-robust baselines: base-model accuracy by template "
-                                    "(%, 95% CI; hatched = the paper's template, dark = best)")
+    fig, axes = _panels(len(cells), "Prompt-robust baselines: base-model accuracy by template\n"
+                                    f"(%, {_level(alpha)} CI; hatched = the paper's template, dark = best)")
     for ax, (model, bench) in zip(axes, cells, strict=False):
         s = df[(df["model"] == model) & (df["benchmark"] == bench)]
         colors = ["#08519c" if b else "#9ecae1" for b in s["best"].fillna(False)]
@@ -261,6 +264,7 @@ def plot_baselines(df: pd.DataFrame, cfg: dict, path: Path) -> None:
             if paper:
                 patch.set_hatch("//")
         ax.set_title(f"{model} · {bench}", fontsize=9)
+        ax.set_ylabel(f"{bench} accuracy (%)", fontsize=8)
         ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
     if not cells:
@@ -269,12 +273,13 @@ def plot_baselines(df: pd.DataFrame, cfg: dict, path: Path) -> None:
     figures.save(fig, path)
 
 
-def plot_clip_probe(df: pd.DataFrame, cfg: dict, path: Path) -> None:
+def plot_clip_probe(df: pd.DataFrame, cfg: dict, path: Path, *, alpha: float) -> None:
     models = [m for m in cfg["models"] if m in set(df["model"])]
     n = max(len(models), 1)
     # two rows (ΔP(dominant), Δaccuracy) of one panel per model: row-major axes
-    fig, axes = _panels(2 * n, "Clipping-bias probe: mean change after one training step from the base model "
-                               "under random rewards (pp, 95% CI over draws)", ncols=n, panel=(4.4, 2.9))
+    fig, axes = _panels(2 * n, "Clipping-bias probe: mean change after one training step from the base model\n"
+                               f"under random rewards (pp, {_level(alpha)} CI over draws)", ncols=n,
+                      panel=(4.4, 2.9))
     palette = {"clip": "#b2182b", "no_clip": "#2166ac", "one_update": "#4d9221"}
     for j, model in enumerate(models):
         sub = df[df["model"] == model]
@@ -295,125 +300,3 @@ def plot_clip_probe(df: pd.DataFrame, cfg: dict, path: Path) -> None:
         for ax in axes:
             ax.set_axis_off()
     figures.save(fig, path)
-
-
-# ----------------------------------------------------------------------------- summary.md section
-
-
-def _pp(x, signed: bool = True) -> str:  # noqa: ANN001
-    return md.pct(None if x is None or pd.isna(x) else float(x), signed)
-
-
-def _gain(row: pd.Series, key: str) -> str:
-    if pd.isna(row[key]):
-        return "–"
-    return f"{_pp(row[key])} [{_pp(row[key + '_low'])}, {_pp(row[key + '_high'])}]"
-
-
-def _ci_cell(by: pd.DataFrame, metric: str, signed: bool = True) -> str:
-    """``mean [low, high]`` in pp of one metric row of a table indexed by metric."""
-    if metric not in by.index:
-        return "–"
-    r = by.loc[metric]
-    return f"{_pp(r['mean'], signed)} [{_pp(r['ci_low'], signed)}, {_pp(r['ci_high'], signed)}]"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return md.table(header, rows).splitlines()
-
-
-def markdown(cfg: dict, verdicts: pd.DataFrame, baselines: pd.DataFrame, contamination: pd.DataFrame,
-             probe: pd.DataFrame, paths: dict[str, Path], here: Path, *, alpha: float) -> list[str]:
-    """The "Is the gain real?" section of summary.md."""
-    level = f"{100 * (1 - alpha):g}%"
-    main = cfgmod.verdict_benchmark(cfg)
-    clean = cfg["audit"]["clean"]
-    md = ["## Is the gain real? The verdict", "",
-          f"Per (model, reward) at the final step: the gain on `{main}` over the paper-style baseline (the "
-          "model's own template), over the best baseline prompt (the best of the templates below, never worse "
-          f"than the paper's), and on the clean generated benchmarks ({', '.join(f'`{c}`' for c in clean) or 'none configured'}, "
-          f"problems pooled), in pp with {level} CIs over seeds and problems. Verdict: **gain** when the CIs "
-          "against the best baseline and on clean data are above 0; **loss** when the CI against the paper "
-          "baseline or on clean data is below 0; otherwise **no clear gain** (`stats.verdict`).", ""]
-    rows = []
-    for model in cfg["models"]:
-        for reward, rspec in cfg["rewards"].items():
-            v = cfgmod.main_variant(rspec)
-            sub = verdicts[(verdicts["model"] == model) & (verdicts["reward"] == reward) & (verdicts["variant"] == v)]
-            if sub.empty:
-                continue
-            r = sub.iloc[0]
-            rows.append([model, reward if v == "clip" else f"{reward} ({v})", _gain(r, "gain_paper"),
-                         _gain(r, "gain_best") + (f" ({r['best_template']})" if isinstance(r["best_template"], str) else ""),
-                         _gain(r, "gain_clean"), f"**{r['verdict']}**", r["reason"], str(int(r["n_seeds"]))])
-    md += _table(["Model", "Reward", "vs paper baseline", "vs best baseline (template)", "Clean benchmarks",
-                  "Verdict", "Why", "Seeds"], rows) if rows else ["_No evaluated runs yet._"]
-    md += [""]
-
-    md += [f"### Prompt-robust baselines on `{main}`", "",
-           f"Base-model accuracy (%) under each template, {level} CI over problems; **bold** = the best, "
-           "_italic_ = the paper's template for that model; – = the tokenizer cannot render it.", ""]
-    templates = cfg["audit"]["baselines"]["templates"]
-    rows = []
-    for model in cfg["models"]:
-        for bench in cfgmod.baseline_benchmarks(cfg):
-            sub = baselines[(baselines["model"] == model) & (baselines["benchmark"] == bench)]
-            if sub.empty:
-                continue
-            cells = []
-            for t in templates:
-                r = sub[sub["template"] == t]
-                if r.empty or not bool(r.iloc[0]["available"]):
-                    cells.append("–")
-                    continue
-                r = r.iloc[0]
-                c = f"{_pp(r['accuracy'], False)} [{_pp(r['ci_low'], False)}, {_pp(r['ci_high'], False)}]"
-                c = f"**{c}**" if pd.notna(r["best"]) and bool(r["best"]) else c
-                cells.append(f"_{c}_" if bool(r["paper_template"]) else c)
-            rows.append([model, bench, *cells])
-    md += (_table(["Model", "Benchmark", *templates], rows) if rows
-           else ["_No baseline evaluations (audit.baselines disabled or not run yet)._"]) + [""]
-
-    frac = cfg["audit"]["contamination"]["fraction"]
-    md += ["### Contamination audit (partial prompts)", "",
-           f"The base model sees the first {frac:.0%} of each problem as raw text and continues greedily: exact = "
-           "it regenerates the rest verbatim; ROUGE-L of the rest; partial acc. = its final answer is right. "
-           "Clean = generated problems no model can have seen: the control. Wu et al. (2025) report 54.6% exact / "
-           "53.6% partial accuracy for Qwen2.5-Math-7B on MATH-500, 3.8% / 2.4% for Llama3.1-8B.", ""]
-    rows = []
-    for (model, dataset), sub in contamination.groupby(["model", "dataset"], sort=False):
-        by = sub.set_index("metric")
-        rows.append([model, dataset + (" (clean)" if bool(sub["clean"].iloc[0]) else ""),
-                     str(int(sub["problems"].iloc[0])),
-                     *(_ci_cell(by, m, signed=False) for m in ("exact", "rouge_l", "correct"))])
-    md += (_table(["Model", "Dataset", "Problems", "Exact match %", "ROUGE-L ×100", "Partial acc. %"], rows)
-           if rows else ["_No contamination audit results (audit.contamination disabled or not run yet)._"]) + [""]
-
-    cp = cfg["audit"]["clip_probe"]
-    md += ["### Clipping-bias probe", "",
-           f"{cp['draws']} independent rollout batches from the frozen base model with Bernoulli({cp['reward_p']}) "
-           "rewards; each variant takes one training step from the same batch. Mean change (pp) over draws, "
-           f"{level} CI over draws ({cp['eval_problems']} fixed problems x {cp['eval_samples']} samples with a fixed "
-           "sampling seed, so the CI covers the rollout randomness, not the choice of problems); "
-           "`clip - no_clip` is the paired difference per draw, the bias itself. Under the paper's "
-           "mechanism clipping pushes P(dominant style) up (a positive `clip - no_clip`); with one update per "
-           "rollout the ratio is 1 and clip equals no-clip exactly.", ""]
-    rows = []
-    for model, sub in probe.groupby("model", sort=False):
-        for variant, s in sub.groupby("variant", sort=False):
-            by = s.set_index("metric")
-            clip = by.loc["clip_fraction"]["mean"] if "clip_fraction" in by.index else None
-            rows.append([model, str(s["dominant_style"].iloc[0]), variant, _ci_cell(by, "d_p_dominant"),
-                         _ci_cell(by, "d_accuracy"),
-                         "–" if clip is None else f"{clip * 100:.2f}%"])
-    md += (_table(["Model", "Dominant style", "Variant", "Δ P(dominant) pp", "Δ accuracy pp",
-                   "Clipped tokens"], rows)
-           if rows else ["_No clip-probe results (audit.clip_probe disabled or not run yet)._"]) + [""]
-    for key, title in (("fig_contamination", "Contamination audit"), ("fig_baselines", "Prompt-robust baselines"),
-                       ("fig_clip_probe", "Clipping-bias probe")):
-        rel = Path(os.path.relpath(paths[key], here)).as_posix()
-        md += [f"![{title}]({rel})", ""]
-    md += ["Tables: " + ", ".join(f"[`{Path(os.path.relpath(paths[k], here)).as_posix()}`]"
-                                  f"({Path(os.path.relpath(paths[k], here)).as_posix()})"
-                                  for k in ("verdict", "baselines", "contamination", "clip_probe")), ""]
-    return md

@@ -1,4 +1,4 @@
-"""Markdown cells of the summary: percentages, gains with their CI, tables."""
+"""Markdown cells of the summary: percentages and gains with their CI (tables: the template's macro)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,6 @@ def pct(x: float, signed: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     return f"{x * 100:+.1f}" if signed else f"{x * 100:.1f}"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def gain_cell(row: pd.Series | None) -> str:

@@ -146,7 +146,7 @@ def audit(spec: dict, *, model_dir: str, out_summary: str | Path, out_samples: s
                              "continuation": outs[j][0], **score_continuation(rest, outs[j][0]),
                              "pred": preds[j], "correct": correct[j]})
             io.write_jsonl(rows, Path(tmp) / f"{name}.jsonl.gz")
-            summary = summarize(rows, seed=ev["seed"])
+            summary = summarize(rows, seed=ev["seed"], alpha=spec.get("alpha", 0.05))
             results.append({"dataset": name, "skipped": len(records) - len(keep), **summary,
                             "seconds": round(time.time() - t0, 2)})
             log.info("%s: exact %.3f rouge-L %.3f partial accuracy %.3f (%d problems)", name,

@@ -188,7 +188,9 @@ def publish(spec: dict, state_dir: Path, out_checkpoints: Path, out_metrics: Pat
     with io.atomic_output(out_checkpoints) as tmp:
         Path(tmp).mkdir(parents=True)
         for s in steps:
-            shutil.copytree(hf / f"step_{s}", Path(tmp) / f"step_{s}")
+            # hard links: the published checkpoints share their bytes with state/hf (no second copy;
+            # `spurious prune` can then drop state/ without touching them)
+            shutil.copytree(hf / f"step_{s}", Path(tmp) / f"step_{s}", copy_function=os.link)
         # `final` is the last checkpoint, hard-linked (no second copy of the weights;
         # DVC does not track symlinks to folders)
         shutil.copytree(Path(tmp) / f"step_{steps[-1]}", Path(tmp) / "final", copy_function=os.link)

@@ -49,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,16 +103,13 @@ def trl_config_kwargs(spec: dict, output_dir: str) -> dict[str, Any]:
         "logging_steps": 1,
         "save_strategy": "no",  # our callback decides when to save (rollout boundaries)
         "save_total_limit": 1,
-        "report_to": "none",
         "disable_tqdm": True,
-        "gradient_checkpointing": False,
-        "bf16": False,
-        "use_cpu": not _has_gpu(),
         "shuffle_dataset": True,
         "remove_unused_columns": False,
         "log_completions": False,
         "dataloader_num_workers": 0,
-        "model_init_kwargs": {"dtype": "float32"},
+        **device_kwargs(g, gpu=_has_gpu(), vllm=_has_vllm()),
+        **logging_kwargs(spec, output_dir, env=os.environ),
     }
 
 
@@ -126,6 +124,47 @@ def reward_context(spec: dict, *, prompt_id: str, step: int, sample_index: int, 
 
     return RewardContext(seed=int(spec["seed"]), prompt_id=f"{prompt_id}@{step}", sample_index=sample_index, r1=r1,
                          empty_label=spec["reward"].get("empty_label", "zero"))
+
+
+def device_kwargs(g: dict, *, gpu: bool, vllm: bool) -> dict[str, Any]:
+    """Precision, gradient checkpointing and rollout engine for one device (pure: unit-tested).
+
+    On CPU everything stays fp32 with HF generation, whatever the config says, so the
+    organisms' numbers never depend on it. On one GPU: bf16 when asked (TRL's mixed
+    precision, weights loaded in bf16), gradient checkpointing when asked, and TRL's vLLM
+    colocate mode (the policy and a sleeping vLLM engine on the same GPU) when vLLM is there.
+    """
+    bf16 = gpu and g.get("precision", "fp32") == "bf16"
+    out: dict[str, Any] = {
+        "use_cpu": not gpu,
+        "bf16": bf16,
+        "gradient_checkpointing": bool(gpu and g.get("gradient_checkpointing", False)),
+        "model_init_kwargs": {"dtype": "bfloat16" if bf16 else "float32"},
+        "use_vllm": bool(gpu and vllm and g.get("trl_vllm", "auto") == "auto"),
+    }
+    if out["use_vllm"]:
+        out.update(vllm_mode="colocate", vllm_gpu_memory_utilization=float(g.get("trl_vllm_memory", 0.3)),
+                   vllm_enable_sleep_mode=True)
+    return out
+
+
+def logging_kwargs(spec: dict, output_dir: str, env: Any) -> dict[str, Any]:
+    """Live training curves: TensorBoard when it is installed (``state/tensorboard``, see
+    :func:`train_trl`), W&B when ``WANDB_API_KEY`` is set and wandb is installed."""
+    import importlib.util
+
+    report = []
+    if importlib.util.find_spec("tensorboard") is not None:
+        report.append("tensorboard")
+    if env.get("WANDB_API_KEY") and importlib.util.find_spec("wandb") is not None:
+        report.append("wandb")
+    return {"report_to": report or "none", "run_name": str(spec["run"]).replace("/", "-")}
+
+
+def _has_vllm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
 
 
 def _has_gpu() -> bool:
@@ -154,6 +193,8 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
 
     state_dir.mkdir(parents=True, exist_ok=True)
     trl_dir = state_dir / "trl"
+    # TensorBoard curves beside the state (`tensorboard --logdir results/train`), as OpenRLHF writes them
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(state_dir / "tensorboard"))
     hf_dir = state_dir / "hf"
     kwargs = trl_config_kwargs(spec, str(trl_dir))
     updates = kwargs["max_steps"] // spec["grpo"]["steps"]
