@@ -1,4 +1,4 @@
-"""Majority-vote and incorrect labels (paper-setup.md §3.2).
+"""Majority-vote and incorrect labels (docs/paper-setup.md §3.2).
 
 The base model samples N responses per training problem; the most common
 non-empty extracted answer is the problem's label (ties go to the first seen,
