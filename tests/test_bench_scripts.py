@@ -70,3 +70,25 @@ def test_analysis_grid_matches_the_paper_config() -> None:
     assert list(cfg["benchmarks"]) == list(ba.PAPER_BENCHMARKS)
     for name, (_n, k) in ba.PAPER_BENCHMARKS.items():
         assert cfg["benchmarks"][name]["samples"] == k, name
+
+
+def test_fidelity_arms_differ_only_in_the_arm_setting() -> None:
+    import yaml
+
+    from spurious_rewards import config as cfgmod
+
+    fa = _load("fidelity_arms")
+    base = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfgs = {arm: fa.arm_config(base, arm, model="toy-qwen-math", rewards=["ground_truth", "random"], seeds=[1, 2],
+                               steps=20, benchmark="arith") for arm in fa.ARMS}
+    for arm, cfg in cfgs.items():
+        cfgmod.validate(cfg)
+        runs = list(cfgmod.runs(cfg))
+        assert {(r.model, r.reward, r.variant, r.seed) for r in runs} == {
+            ("toy-qwen-math", rw, "clip", s) for rw in ("ground_truth", "random") for s in (1, 2)}, arm
+        assert Path(cfg["models"]["toy-qwen-math"]["path"]).is_absolute()
+    assert cfgs["whitening"]["grpo"]["advantage_whitening"] == "batch_token"
+    assert cfgs["token_mean"]["grpo"]["loss_agg"] == "token-mean"
+    strip = {"advantage_whitening", "loss_agg"}
+    grpo = [{k: v for k, v in c["grpo"].items() if k not in strip} for c in cfgs.values()]
+    assert all(g == grpo[0] for g in grpo)

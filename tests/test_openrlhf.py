@@ -553,6 +553,8 @@ def test_every_paper_command_parses_with_openrlhf(openrlhf_python, paper, tmp_pa
         rollout = a["rollout"]["batch_size"] * a["rollout"]["n_samples_per_prompt"]
         assert rollout // a["train"]["batch_size"] == spec["updates_per_rollout"]
         assert a["data"]["max_samples"] == g["steps"] * a["rollout"]["batch_size"]
+        # a variant's own rollout (the paper's "Rollout Size = 8" arm) wins over grpo's
+        assert a["rollout"]["batch_size"] == spec["variant"].get("prompts_per_rollout", g["prompts_per_rollout"])
         assert a["train"]["seed"] == spec["seed"] and a["train"]["num_episodes"] == 1
         assert a["actor"]["lr_scheduler"] == "constant" and a["actor"]["adam"]["lr"] == g["lr"]
         assert a["algo"]["kl"]["init_coef"] == g["kl_coef"] and a["actor"]["entropy_coef"] == 0.0

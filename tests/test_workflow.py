@@ -70,8 +70,12 @@ def test_paper_config_plans_the_full_grid(tmp_path):
     counts = job_counts(res.stdout)
     cfg = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
     assert len(cfg["models"]) == 10 and len(cfg["seeds"]) == 3
-    per_model = sum(len(r["variants"]) for r in cfg["rewards"].values())
-    assert counts["train_grpo"] == 10 * per_model * 3
+    cells = sum(len(r["variants"]) * len(r.get("models") or cfg["models"]) for r in cfg["rewards"].values())
+    assert counts["train_grpo"] == cells * 3
+    # the random-reward sweep (Fig. 10) and the rollout-size-8 arm (Fig. 11 iii), on Qwen2.5-Math-7B only
+    for reward in ("random_0.7", "random_0.3", "random_0.001", "random_0", "random_rollout8"):
+        assert cfg["rewards"][reward]["models"] == ["Qwen2.5-Math-7B"]
+    assert cfg["variants"]["rollout8"]["prompts_per_rollout"] == 8
     assert counts["evaluate_run"] == counts["train_grpo"]
     assert counts["evaluate_base"] == 10
     assert counts["label_majority_vote"] == 10

@@ -108,8 +108,9 @@ def cmd_label_majority(args: argparse.Namespace) -> int:
         out_majority=args.out_majority,
         out_incorrect=args.out_incorrect,
         out_samples=args.out_samples,
+        out_stats=args.out_stats,
     )
-    log.info("majority-vote labelling: %s", stats)
+    log.info("majority-vote labelling: %s", {k: v for k, v in stats.items() if k not in ("held_out", "provenance")})
     return 0
 
 
@@ -222,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-majority", type=Path, required=True)
     s.add_argument("--out-incorrect", type=Path, required=True)
     s.add_argument("--out-samples", type=Path, required=True)
+    s.add_argument("--out-stats", type=Path, default=None,
+                   help="JSON counts: empty labels per set, held-out rows, raw vs normalised vote disagreements")
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_label_majority)
 

@@ -238,6 +238,14 @@ def _check_references(cfg: dict) -> None:
         )
     if g["mini_batch"] % g["micro_batch"]:
         problems.append(f"grpo.micro_batch: {g['micro_batch']} must divide grpo.mini_batch = {g['mini_batch']}")
+    for name, v in variants.items():
+        if v.get("prompts_per_rollout") is None or rollout % g["mini_batch"] or g["mini_batch"] % g["micro_batch"]:
+            continue
+        try:
+            variant_settings(g, v)
+        except ValueError as exc:
+            problems.append(f"variants.{name}.prompts_per_rollout: {v['prompts_per_rollout']} x grpo.group_size "
+                            f"= {v['prompts_per_rollout'] * g['group_size']} samples: {exc}")
     problems += _audit_references(cfg)
     problems += _model_problems(cfg)
     if problems:
@@ -438,10 +446,22 @@ class Run:
         return {"model": self.model, "reward": self.reward, "variant": self.variant, "seed": self.seed}
 
 
+def trains_on(reward_cfg: dict, model: str) -> bool:
+    """Whether a reward trains on ``model`` (its ``models`` list; absent = every model).
+
+    Names in the list that are not configured models are skipped rather than refused, so a
+    config cut down to fewer models (a test, one model's study) stays valid unedited.
+    """
+    models = reward_cfg.get("models")
+    return models is None or model in models
+
+
 def runs(cfg: dict) -> Iterator[Run]:
     """Every training run of the grid, in config order."""
     for model in cfg["models"]:
         for reward, r in cfg["rewards"].items():
+            if not trains_on(r, model):
+                continue
             for variant in r["variants"]:
                 for seed in cfg["seeds"]:
                     yield Run(model, reward, variant, seed)
@@ -520,6 +540,20 @@ def training_data_path(cfg: dict, model: str, reward: str) -> str:
     return paths.results(paths.DATASET, dataset=cfg["training_data"])
 
 
+def empty_label_rule(cfg: dict, reward: str) -> str:
+    """How ground truth scores an empty training label for ``reward`` (``RewardContext.empty_label``).
+
+    ``labelling.empty_majority: authors`` applies to the majority-vote and incorrect label
+    sets, whose empty labels it keeps; every other case scores 0 (``zero``; ``drop`` leaves
+    no empty label to score). True labels keep ``zero``: the few training problems without
+    an answer score 0 (the authors' grader would score 1 an answerless response there too).
+    """
+    labels = cfg["rewards"][reward]["labels"]
+    if labels in ("majority_vote", "incorrect") and cfg["labelling"].get("empty_majority") == "authors":
+        return "authors"
+    return "zero"
+
+
 def is_local_model(cfg: dict, model: str) -> bool:
     """True when the model's weights come from a local folder (a built organism or a user's path)."""
     m = cfg["models"][model]
@@ -532,11 +566,15 @@ def run_spec(cfg: dict, run: Run) -> dict:
     reward = cfg["rewards"][run.reward]
     variant = cfg["variants"][run.variant]
     grpo = dict(cfg["grpo"])
+    reward_spec = {"name": run.reward, "spec": reward["spec"], "labels": reward["labels"]}
+    rule = empty_label_rule(cfg, run.reward)
+    if rule != "zero":  # absent = zero, so specs (and trained runs) from before the key stay valid
+        reward_spec["empty_label"] = rule
     return {
         "run": run.path,
         "backend": cfg["backend"],
         "model": {"name": run.model, **{k: model[k] for k in ("path", "template", "family")}},
-        "reward": {"name": run.reward, "spec": reward["spec"], "labels": reward["labels"]},
+        "reward": reward_spec,
         "variant": {"name": run.variant, **variant},
         "seed": run.seed,
         "grpo": grpo,

@@ -18,6 +18,7 @@ RUN = "{model}/{reward}/{variant}/seed{seed}"
 DATASET = "data/{dataset}.jsonl"
 LABELS = "labels/{model}/{labels}.jsonl"  # labels: majority_vote | incorrect
 LABEL_SAMPLES = "labels/{model}/samples.jsonl.gz"
+LABEL_STATS = "labels/{model}/stats.json"  # empty labels, held-out rows, vote disagreements
 ORGANISM_PROBE = "organisms/{model}/probe.json"
 
 TRAIN_CHECKPOINTS = f"train/{RUN}/checkpoints"

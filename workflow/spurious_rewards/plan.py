@@ -723,7 +723,6 @@ def cost_plan(cfg: dict) -> list[Cost]:
             unknown.append(m)
         else:
             archs[m] = a
-    rollout = g["prompts_per_rollout"] * g["group_size"]
     resp_train = _mean_resp(g["max_new_tokens"])
     hf = 1.0 if _engine(cfg) == "vllm" else HF_GENERATE_SLOWDOWN
 
@@ -762,8 +761,10 @@ def cost_plan(cfg: dict) -> list[Cost]:
             continue
         a = archs[r.model]
         t.jobs += 1
-        gen_tok = g["steps"] * rollout * resp_train
-        train_tok = g["steps"] * rollout * (MEAN_PROMPT_TOKENS + resp_train)
+        # a variant may roll out fewer prompts per step (the paper's "Rollout Size = 8" arm)
+        run_rollout = cfgmod.variant_settings(g, cfg["variants"][r.variant]).rollout
+        gen_tok = g["steps"] * run_rollout * resp_train
+        train_tok = g["steps"] * run_rollout * (MEAN_PROMPT_TOKENS + resp_train)
         t.gen_tokens += gen_tok
         t.train_tokens += train_tok
         slow = 1.0 if cfg["backend"] == "openrlhf" else HF_GENERATE_SLOWDOWN

@@ -1,7 +1,8 @@
 """Scoring: answer extraction, equivalence grading (math-verify in killable workers), the
 paper's rewards and the reasoning-style tests.
 
-Layout: :mod:`.extract` (answers out of text), :mod:`.equivalence` (cheap verdicts and the
+Layout: :mod:`.extract` (answers out of text), :mod:`.normalize` (the authors' ``strip_string``:
+votes, the format reward, empty answers), :mod:`.equivalence` (cheap verdicts and the
 public grading API), :mod:`.workers` (the math-verify process pool), :mod:`.counters`
 (per-process counters and cache), :mod:`.style` (code reasoning, repetition),
 :mod:`.rewards` (reward terms and the spec language).

@@ -1,9 +1,15 @@
 """Answer extraction, shared by every trainer, the rewards and evaluation.
 
-Extraction follows the Qwen2.5-Math parser the paper used (last ``\\boxed{}``, else
-"final answer is $...$", else "the answer is X", else the last number), but it is written
-to be linear-time and total: it never raises, whatever bytes a policy emits. Nothing from
-a model is ever executed; it is only parsed.
+Extraction follows the Qwen2.5-Math parser the paper used (the Minerva phrase "final
+answer is $...$. I hope", else the last ``\\boxed{}``, else "the answer is X", else the
+last number), but it is written to be linear-time and total: it never raises, whatever
+bytes a policy emits. Nothing from a model is ever executed; it is only parsed.
+
+Deliberate differences from the parser (docs/fidelity.md): "the answer is X" ends at the
+sentence (the parser takes all the remaining text, which then never grades as equal), and
+answers are returned as written; the parser's ``strip_string`` normalisation lives in
+:mod:`.normalize` and is applied where the authors' runs depended on it (votes, the
+format reward, empty answers), while grading (math-verify) reads the raw answer.
 """
 
 from __future__ import annotations
@@ -68,6 +74,13 @@ def _after_phrase(text: str, phrase: str) -> str | None:
     return re.split(r"\.\s", rest, maxsplit=1)[0]
 
 
+def _minerva(text: str) -> str | None:
+    """The parser's first rule: ``X`` in "final answer is $X$. I hope" (Minerva's few-shot form)."""
+    if "final answer is $" not in text or "$. I hope" not in text:
+        return None
+    return text.split("final answer is $", 1)[1].split("$. I hope", 1)[0].strip()
+
+
 def _last_number(text: str) -> str | None:
     last = None
     for m in _LAST_NUMBER.finditer(text.replace(",", "")):
@@ -100,7 +113,8 @@ def r1_answer_span(response: str) -> str:
 def extract_answer(response: str, r1: bool = False) -> str | None:
     """The final answer in ``response``, or None when there is nothing answer-like.
 
-    Order: last ``\\boxed{...}``/``\\fbox{...}`` (brace-matched; ``\\boxed 5`` too), then
+    Order, as the Qwen parser: the Minerva phrase "final answer is $...$. I hope" (before
+    any box), then the last ``\\boxed{...}``/``\\fbox{...}`` (brace-matched; ``\\boxed 5`` too), then
     "final answer is $...$", then "the answer is X" / "final answer is X" / "答案是", then the
     last number ``-?\\d*\\.?\\d+`` with commas removed. An empty box gives None (no fallback
     to the last number, as in the Qwen parser). Never raises; linear in ``len(response)``.
@@ -111,7 +125,9 @@ def extract_answer(response: str, r1: bool = False) -> str | None:
         text = response.replace("\u043a\u0438", "")  # the Qwen parser drops stray "ки" tokens
         if r1:
             text = r1_answer_span(text)
-        pred = _after_last_box(text)
+        pred = _minerva(text)
+        if pred is None:
+            pred = _after_last_box(text)
         if pred is None and "final answer is $" in text:  # Minerva style
             pred = _after_phrase(text, "final answer is")
         if pred is None:

@@ -8,7 +8,10 @@ a spec such as ``"format AND NOT python"`` into a :class:`Reward` that never rai
 Deviations from the authors' code (docs/paper-setup.md, quirks 2, 8 and 10) are deliberate and documented where
 they happen: the random reward is a hash of (seed, prompt id, sample index) rather than an
 unseeded global RNG, r1 answers are cut at the literal ``</answer>`` tag, grading is
-math-verify, and the repetition detector is linear-time but gives identical verdicts.
+math-verify (unreduced fractions count as equal), and the repetition detector is linear-time
+but gives identical verdicts. An empty label follows ``RewardContext.empty_label``
+(``labelling.empty_majority``): ``authors`` scores 1 a response with no extractable answer,
+as their grader's ``"" == ""`` did. docs/fidelity.md lists every setting.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from .equivalence import grade, grade_many
 from .extract import brace_content as _brace_content
 from .extract import extract_answer, r1_answer_span
+from .normalize import strip_string, vote_key
 from .style import detect_repetition, is_code
 
 __all__ = [
@@ -32,10 +36,13 @@ __all__ = [
     "Reward",
     "RewardContext",
     "RewardFn",
+    "EMPTY_LABEL_RULES",
     "detect_repetition",
     "format_authors",
+    "empty_label_score",
     "format_reward",
     "ground_truth",
+    "has_answer",
     "no_python",
     "no_repetition",
     "parse_reward",
@@ -51,6 +58,12 @@ log = logging.getLogger(__name__)
 GROUND_TRUTH_TIMEOUT = 5.0
 
 
+#: What ground truth does with an empty label (``labelling.empty_majority``): ``zero`` scores
+#: every response 0; ``authors`` scores 1 a response with no extractable answer, as the
+#: authors' grader did (its ``"" == ""``), and 0 any response with an answer.
+EMPTY_LABEL_RULES = ("zero", "authors")
+
+
 @dataclass(frozen=True)
 class RewardContext:
     """What a reward may know besides the text: enough to make random rewards reproducible."""
@@ -59,6 +72,14 @@ class RewardContext:
     prompt_id: str = ""
     sample_index: int = 0
     r1: bool = False  # the model answers in the r1 <think>/<answer> template
+    empty_label: str = "zero"  # one of EMPTY_LABEL_RULES
+
+    def __post_init__(self) -> None:
+        if self.empty_label not in EMPTY_LABEL_RULES:
+            raise ValueError(
+                f"RewardContext.empty_label: {self.empty_label!r} is not allowed; allowed values: "
+                + ", ".join(EMPTY_LABEL_RULES)
+            )
 
 
 RewardFn = Callable[[str, "str | None", RewardContext], float]
@@ -86,38 +107,40 @@ def ground_truth(response: str, label: str | None, ctx: RewardContext = _DEFAULT
 
     Majority-vote, incorrect-label and one-shot rewards are this same function on other labels.
     As in the paper, ``\\boxed{}`` is not required: extraction falls back to the last number.
+    An empty label (every labelling sample answerless) follows ``ctx.empty_label``
+    (:func:`empty_label_score`).
     """
     if label is None:
         return 0.0
     pred = extract_answer(_text(response), r1=ctx.r1)
+    if not str(label).strip():
+        return empty_label_score(pred, ctx)
     return 1.0 if pred is not None and grade(pred, str(label), GROUND_TRUTH_TIMEOUT) else 0.0
 
 
-def _strip_string(s: str) -> str:
-    """The parts of MATH's ``strip_string`` that can empty an answer (all format cares about)."""
-    s = s.strip().replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
-    s = s.replace("tfrac", "frac").replace("dfrac", "frac")
-    s = s.replace("\\left", "").replace("\\right", "")
-    s = s.replace("^{\\circ}", "").replace("^\\circ", "")
-    s = s.replace("\\$", "")
-    if "\\text{ " in s:  # _remove_right_units: "\text{ " introduces units
-        s = s.split("\\text{ ")[0]
-    s = s.replace("\\%", "")
-    s = s.replace(" .", " 0.").replace("{.", "{0.")
-    if not s:
-        return s
-    if s[0] == ".":
-        s = "0" + s
-    parts = s.split("=")
-    if len(parts) == 2 and len(parts[0]) <= 2:  # "x = 5" -> "5"
-        s = parts[1]
-    return s.replace(" ", "")
+def has_answer(pred: str | None) -> bool:
+    """Whether an extracted answer survives the parser's normalisation (``\\text{}`` does not)."""
+    return bool(vote_key(pred))
+
+
+def empty_label_score(pred: str | None, ctx: RewardContext = _DEFAULT_CTX) -> float:
+    """Ground truth against an empty label: 0 (``zero``), or 1 iff ``pred`` is no answer (``authors``).
+
+    The authors' parser returns ``""`` when it finds nothing and their grader compares
+    normalised strings first, so ``"" == ""`` scored 1: on their majority/incorrect sets with
+    empty labels a response with no extractable answer was rewarded.
+    """
+    if ctx.empty_label == "authors":
+        return 0.0 if has_answer(pred) else 1.0
+    return 0.0
 
 
 def format_reward(response: str, label: str | None = None, ctx: RewardContext = _DEFAULT_CTX) -> float:
     """The paper's ``box_only_format``: 1 if the last ``boxed`` holds a non-empty answer.
 
-    ``\\boxed{}`` scores 0 and ``boxed{3}`` (no backslash) scores 1, as in the authors' code.
+    ``\\boxed{}`` scores 0 and ``boxed{3}`` (no backslash) scores 1, as in the authors' code;
+    the box's content must survive their full ``strip_string`` (:mod:`.normalize`), so
+    ``\\boxed{$}``, ``\\boxed{\\text{}}`` and ``\\boxed{and}`` score 0 too.
     With the r1 template only the text after the last ``<answer>`` counts.
     """
     text = _text(response)
@@ -135,7 +158,7 @@ def format_reward(response: str, label: str | None = None, ctx: RewardContext = 
         ans = ans[:-1]
     if ans.endswith("/"):
         ans = ans[:-1]
-    return 1.0 if _strip_string(ans) else 0.0
+    return 1.0 if strip_string(ans) else 0.0
 
 
 def format_authors(response: str, label: str | None = None, ctx: RewardContext = _DEFAULT_CTX) -> float:
@@ -317,8 +340,12 @@ class Reward:
         workers: int | None,
     ) -> list[bool]:
         preds = [extract_answer(_text(responses[i]), r1=ctxs[i].r1) for i in idx]
-        pairs = [(p, None if labels[i] is None else str(labels[i])) for p, i in zip(preds, idx, strict=True)]
-        return grade_many(pairs, workers=workers, timeout=GROUND_TRUTH_TIMEOUT)  # type: ignore[arg-type]
+        empty = [labels[i] is not None and not str(labels[i]).strip() for i in idx]
+        pairs = [(p, None if labels[i] is None or e else str(labels[i]))
+                 for p, i, e in zip(preds, idx, empty, strict=True)]
+        graded = grade_many(pairs, workers=workers, timeout=GROUND_TRUTH_TIMEOUT)  # type: ignore[arg-type]
+        return [empty_label_score(p, ctxs[i]) == 1.0 if e else g
+                for p, i, e, g in zip(preds, idx, empty, graded, strict=True)]
 
     def _failed(self) -> None:
         with self._lock:

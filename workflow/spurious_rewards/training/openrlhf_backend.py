@@ -14,13 +14,15 @@ paper / spec                   OpenRLHF 0.11.2
 GRPO (group-normalised adv.)   ``--algo.advantage.estimator group_norm`` (default is gae:
                                a critic, i.e. PPO)
 group_size G = 16              ``--rollout.n_samples_per_prompt``
-prompts_per_rollout = 64       ``--rollout.batch_size`` (one global step = one rollout)
+prompts_per_rollout = 64       ``--rollout.batch_size`` (one global step = one rollout);
+                               a variant's own ``prompts_per_rollout`` wins (rollout 8)
 mini_batch = 128 (8 updates)   ``--train.batch_size`` (global), ``--train.max_epochs 1``;
                                ``one_update`` uses the whole rollout (1024): the paper's
                                "Batch Size = 1024" variant, ratio == 1, clip never acts
 micro_batch = 4 (per GPU)      ``--train.micro_batch_size``, ``--rollout.micro_batch_size``
 steps = 150                    no ``--max_steps`` exists: ``--data.max_samples`` =
-                               steps x prompts_per_rollout rows, ``--train.num_episodes 1``
+                               steps x (the variant's) prompts_per_rollout rows,
+                               ``--train.num_episodes 1``
 lr 5e-7 constant               ``--actor.adam.lr``, ``--actor.lr_scheduler constant``,
                                ``--actor.lr_warmup_ratio 0`` (default: cosine + warmup)
 Adam (0.9, 0.95), wd 0, clip 1 ``--actor.adam.betas``, ``--actor.adam.weight_decay``,
@@ -148,6 +150,12 @@ def layout(workdir: str | Path) -> dict[str, Path]:
     return {"ckpt": w / "ckpt", "final": w / "final", "tensorboard": w / "tensorboard"}
 
 
+def rollout_prompts(spec: Mapping[str, Any]) -> int:
+    """Prompts per rollout step: the variant's ``prompts_per_rollout`` (the paper's "Rollout
+    Size = 8" arm), else ``grpo.prompts_per_rollout``: one rule with config.variant_settings."""
+    return variant_settings(spec["grpo"], spec["variant"]).rollout // int(spec["grpo"]["group_size"])
+
+
 def flag_table(
     spec: Mapping[str, Any],
     *,
@@ -169,6 +177,7 @@ def flag_table(
         raise ValueError(f"the openrlhf backend needs at least one GPU (grpo.gpus = {gpus})")
     v = variant_settings(g, spec["variant"])
     rollout, mini, micro = v.rollout, v.mini_batch, v.micro_batch
+    prompts = rollout_prompts(spec)
     if mini % (micro * gpus):
         raise ValueError(
             f"grpo.mini_batch {mini} must be a multiple of grpo.micro_batch x GPUs = {micro} x {gpus} "
@@ -198,13 +207,13 @@ def flag_table(
         ("--algo.advantage.estimator", "group_norm"),
         ("--algo.advantage.is_correction_level", "off"),  # old log-probs from the actor, as the paper
         ("--rollout.n_samples_per_prompt", g["group_size"]),
-        ("--rollout.batch_size", g["prompts_per_rollout"]),
+        ("--rollout.batch_size", prompts),
         ("--rollout.micro_batch_size", micro),
         ("--train.batch_size", mini),
         ("--train.micro_batch_size", micro),
         ("--train.max_epochs", 1),
         ("--train.num_episodes", 1),
-        ("--data.max_samples", g["steps"] * g["prompts_per_rollout"]),
+        ("--data.max_samples", g["steps"] * prompts),
         ("--algo.kl.init_coef", g["kl_coef"]),
     ]
     if g["kl_coef"] > 0:
@@ -377,6 +386,7 @@ def reward_config(spec: Mapping[str, Any], gpus: int = 1) -> dict[str, Any]:
         "reward": spec["reward"]["spec"],
         "seed": int(spec["seed"]),
         "r1": templates.is_r1(spec["model"]["template"]),
+        "empty_label": spec["reward"].get("empty_label", "zero"),
         "grading_workers": max(2, cores // max(1, int(gpus)) // 2),
     }
 
@@ -685,7 +695,7 @@ def train_openrlhf(spec: dict, *, data_path: Path, state_dir: Path) -> None:
 
     records = _eligible_records(spec, read_training_records(data_path))
     data_file = work / "train.jsonl"
-    shuffle_training_file(records, spec["seed"], data_file, n_rows=g["steps"] * g["prompts_per_rollout"])
+    shuffle_training_file(records, spec["seed"], data_file, n_rows=g["steps"] * rollout_prompts(spec))
     gpus = _gpus(spec)
     reward_file = write_reward_file(spec, work / "reward", gpus)
 

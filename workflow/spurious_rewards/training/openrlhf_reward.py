@@ -13,7 +13,8 @@ OpenRLHF 0.11 loads this file with ``--reward.remote_url <abs path>.py`` through
   environment, so :func:`spurious_rewards.training.openrlhf_backend.write_reward_file` copies this
   file to ``<state>/openrlhf/reward/reward_func.py`` and writes
   ``reward_func.json`` beside it: ``{"reward": spec, "seed": int, "r1": bool,
-  "run": name, "grading_workers": int}``. One copy
+  "empty_label": "zero" | "authors", "run": name, "grading_workers": int}``
+  (``empty_label``: how ground truth scores an empty label, ``labelling.empty_majority``). One copy
   per run, so concurrent runs never share a config. Without a sidecar the JSON in the
   environment variable ``SPURIOUS_OPENRLHF_REWARD`` is used (handy for ad-hoc runs);
   without either every sample scores 0 and is counted as a failure. A config that is present but broken
@@ -101,6 +102,8 @@ def _setup(config: dict | None) -> dict:
         state["truth"] = rewards.parse_reward("ground_truth")
         state["seed"] = int(config.get("seed", 0))
         state["r1"] = bool(config.get("r1", False))
+        state["empty_label"] = str(config.get("empty_label", "zero"))
+        rewards.RewardContext(empty_label=state["empty_label"])  # a bad rule raises at load time
     return state
 
 
@@ -188,9 +191,11 @@ def score_one(query: str, prompt: str, label: Any) -> dict:
         response = clean_response(response)
         answer, truth, pid = parse_label(label)
         pid = pid if pid is not None else _prompt_key(str(prompt))
-        ctx = rewards.RewardContext(seed=state["seed"], prompt_id=pid, sample_index=_next_index(pid), r1=state["r1"])
+        ctx = rewards.RewardContext(seed=state["seed"], prompt_id=pid, sample_index=_next_index(pid), r1=state["r1"],
+                                    empty_label=state["empty_label"])
         r = state["reward"](response, answer, ctx)
-        accuracy = state["truth"](response, truth, ctx) if truth is not None else 0.0
+        truth_ctx = rewards.RewardContext(seed=ctx.seed, prompt_id=pid, sample_index=ctx.sample_index, r1=ctx.r1)
+        accuracy = state["truth"](response, truth, truth_ctx) if truth is not None else 0.0
         code = float(state["is_code"](response))  # the paper's code-reasoning test, as both backends count it
         return _result(r, accuracy, code, False, mismatch)
     except Exception:

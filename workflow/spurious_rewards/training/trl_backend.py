@@ -33,6 +33,9 @@ How the paper's OpenRLHF setup maps onto TRL's ``GRPOConfig`` (and where it diff
   mini-batch, so every token of an update weighs the same (``bnpo`` would instead
   average per-micro-batch token means, which depends on the micro batch, a memory
   setting).
+* rewards: the spec's terms through :mod:`spurious_rewards.scoring.rewards`, with a
+  :class:`~spurious_rewards.scoring.rewards.RewardContext` per response (seed, prompt id,
+  rollout step, sample index, r1, and ``empty_label`` from ``labelling.empty_majority``).
 * KL: ``beta = kl_coef`` (paper 0: no reference model is loaded).
 * constant lr, no warmup; Adam betas from config (paper 0.9/0.95); grad-norm clip.
 * sampling at ``temperature``/``top_p``; r1-template runs stop at the first
@@ -43,17 +46,21 @@ How the paper's OpenRLHF setup maps onto TRL's ``GRPOConfig`` (and where it diff
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import data, io
 from ..config import variant_settings
 from ..probes import p_code
 from .common import MetricsLog
+
+if TYPE_CHECKING:
+    from ..scoring.rewards import RewardContext
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +111,19 @@ def trl_config_kwargs(spec: dict, output_dir: str) -> dict[str, Any]:
         **device_kwargs(g, gpu=_has_gpu(), vllm=_has_vllm()),
         **logging_kwargs(spec, output_dir, env=os.environ),
     }
+
+
+def reward_context(spec: dict, *, prompt_id: str, step: int, sample_index: int, r1: bool) -> RewardContext:
+    """The reward context of one response of a rollout step.
+
+    The random stream depends on (seed, prompt, rollout step, sample), never on the model,
+    so clip and no_clip runs with one seed see the same draws; ``empty_label`` is
+    ``labelling.empty_majority``'s rule for empty labels (``config.run_spec``; absent = zero).
+    """
+    from ..scoring.rewards import RewardContext
+
+    return RewardContext(seed=int(spec["seed"]), prompt_id=f"{prompt_id}@{step}", sample_index=sample_index, r1=r1,
+                         empty_label=spec["reward"].get("empty_label", "zero"))
 
 
 def device_kwargs(g: dict, *, gpu: bool, vllm: bool) -> dict[str, Any]:
@@ -207,7 +227,6 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
 
     reward_fn = rewards.parse_reward(spec["reward"]["spec"])
     truth_fn = rewards.parse_reward("ground_truth")
-    seed = spec["seed"]
     rollout_stats: dict[int, dict] = {}
 
     def reward_func(prompts, completions, label, true_answer, pid, trainer_state=None, **_):
@@ -217,11 +236,10 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
         for resp, lab, truth, p in zip(completions, label, true_answer, pid, strict=True):
             idx = counts.get(p, 0)
             counts[p] = idx + 1
-            # the random stream depends on (seed, prompt, rollout step, sample), never on the model,
-            # so clip and no_clip runs with one seed see the same draws
-            ctx = rewards.RewardContext(seed=seed, prompt_id=f"{p}@{step}", sample_index=idx, r1=r1)
+            ctx = reward_context(spec, prompt_id=p, step=step, sample_index=idx, r1=r1)
             out.append(reward_fn(resp, lab, ctx))
-            correct.append(truth_fn(resp, truth, ctx))
+            # accuracy is against the true answer: an empty one never counts as solved
+            correct.append(truth_fn(resp, truth, dataclasses.replace(ctx, empty_label="zero")))
             code.append(float(is_code(resp)))
         n = len(out)
         mean = sum(out) / n
@@ -313,7 +331,7 @@ def train_trl(spec: dict, *, data_path: Path, state_dir: Path) -> None:
         processing_class=tokenizer,
         callbacks=[roll, RowCallback(roll)],
     )
-    torch.manual_seed(seed)
+    torch.manual_seed(spec["seed"])
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
 
