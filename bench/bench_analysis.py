@@ -17,9 +17,17 @@ Not a test. Two measurements, each against its target:
    + ``summary_stats``), and the whole ``aggregate()`` (every sample file read, bootstrap
    CIs, transitions, figures, summary.md) with ``--workers`` processes.
 
+3. **Aggregation against its I/O floor** (target <= 1.5x): for the paper grid and for
+   ``--grid-models`` / ``--grown-models`` sizes (the grown grid adds the arms of
+   ``GROWN_REWARDS``: 19 reward/variant cells per model), the *floor* (every sample file
+   read, decompressed and parsed as the fast path does, nothing else, same workers) and
+   the whole ``aggregate()`` are timed back to back on the same tree; their ratio is the
+   figure, which machine load moves much less than either time.
+
 Results go to ``results/bench/analysis.json``; scratch files to ``--scratch`` (removed).
 
     python bench/bench_analysis.py [--sizes 250000 1000000] [--chars 1200] [--workers 2]
+                                   [--grid-models 2 5] [--grown-models 10] [--skip-grid]
 """
 
 from __future__ import annotations
@@ -147,13 +155,19 @@ def paper_grid_config(n_models: int | None = None, grown: bool = False) -> dict:
             raise ValueError(f"n_models: {n_models} is outside 1..{len(cfg['models'])}")
         cfg["models"] = dict(list(cfg["models"].items())[:n_models])
     if grown:
-        cfg["rewards"] = {**cfg["rewards"], **{k: dict(v) for k, v in GROWN_REWARDS.items()}}
+        # config/paper.yaml runs the new arms on one model (rewards.*.models); grown = on every model
+        limited = [r for r in cfg["rewards"].values() if "models" in r]
+        for r in limited:
+            del r["models"]
+        if not limited:  # a config without the arms: add them
+            cfg["rewards"] = {**cfg["rewards"], **{k: dict(v) for k, v in GROWN_REWARDS.items()}}
     return cfg
 
 
-def cells_per_model(cfg: dict) -> int:
-    """Reward/variant cells of one model (14 in config/paper.yaml, 19 grown)."""
-    return sum(len(r["variants"]) for r in cfg["rewards"].values())
+def cells_per_model(cfg: dict) -> float:
+    """Reward/variant cells per model, averaged over the models (19 in the grown grid)."""
+    n_runs = sum(1 for _ in cfgmod.runs(cfg))
+    return round(n_runs / (len(cfg["models"]) * len(cfg["seeds"])), 1)
 
 
 def _parse_dir(sample_dir: str) -> tuple[int, int]:
@@ -278,6 +292,7 @@ def bench_aggregation(scratch: Path, chars: int, workers: int, n_boot: int, seed
     with open(scratch / "tables" / "metrics.csv", "rb") as fh:
         tidy_rows = sum(1 for _ in fh) - 1
     load = os.getloadavg()[0]
+    floor = io_floor(root, workers)
     t0, c0 = time.perf_counter(), _cpu()
     aggregate.aggregate(cfg, scratch / "out", results_dir=root, n_boot=n_boot, workers=workers)
     full_s, full_cpu = time.perf_counter() - t0, _cpu() - c0
@@ -288,6 +303,9 @@ def bench_aggregation(scratch: Path, chars: int, workers: int, n_boot: int, seed
         "table_seconds": round(table_s, 2), "table_cpu_seconds": round(table_cpu, 2),
         "full_seconds": round(full_s, 2), "full_cpu_seconds": round(full_cpu, 2), "full_workers": workers,
         "n_boot": n_boot, "load_average_before_full": round(load, 2),
+        "floor_seconds": floor["seconds"], "floor_cpu_seconds": floor["cpu_seconds"],
+        "ratio_to_floor": round(full_s / floor["seconds"], 3), "models": len(cfg["models"]),
+        "cells_per_model": cells_per_model(cfg),
         "full_responses_per_minute": round(shape["responses"] / full_s * 60),
         "target_seconds": 60, "table_meets_target": table_s < 60, "full_meets_target": full_s < 60,
     }
@@ -301,7 +319,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip-grid", action="store_true")
+    ap.add_argument("--skip-grid", action="store_true", help="skip the full paper grid (10 models)")
+    ap.add_argument("--grid-models", type=int, nargs="*", default=[2, 5],
+                    help="also time floor + aggregate() on the first N models of the paper grid")
+    ap.add_argument("--grown-models", type=int, nargs="*", default=[10],
+                    help="also time floor + aggregate() on N models of the grown grid (19 cells per model)")
     ap.add_argument("--scratch", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "analysis.json")
     args = ap.parse_args()
@@ -331,6 +353,21 @@ def main() -> None:
                   f"{g['full_seconds']:.1f} s (target < 60 s) {'OK' if g['full_meets_target'] else 'MISSED'}; "
                   f"{g['full_cpu_seconds']:.0f} CPU s in all, machine load {g['load_average_before_full']} "
                   f"on {os.cpu_count()} cores before it")
+        sizes = [(n, False) for n in args.grid_models] + [(n, True) for n in args.grown_models]
+        result["aggregation_sizes"] = []
+        for n, grown in sizes:
+            cfg = paper_grid_config(n, grown=grown)
+            r = bench_floor_and_aggregate(scratch, cfg, args.grid_chars, args.workers, args.n_boot, args.seed,
+                                          f"{n}{'_grown' if grown else ''}")
+            result["aggregation_sizes"].append(r)
+            print(f"{n} models x {r['cells_per_model']:g} cells ({r['runs']} runs, {r['responses']:,} responses, "
+                  f"{r['sample_files']:,} files): I/O floor {r['floor_seconds']:.1f} s, aggregate "
+                  f"{r['full_seconds']:.1f} s = {r['ratio']:.2f}x floor (target <= 1.5x) "
+                  f"{'OK' if r['meets_target'] else 'MISSED'}; load {r['load_average_before']}")
+            io.write_json(result, args.out)  # a run killed later keeps the sizes measured so far
+        if "aggregation" in result:
+            g = result["aggregation"]
+            print(f"  paper grid: I/O floor {g['floor_seconds']:.1f} s, aggregate = {g['ratio_to_floor']:.2f}x floor")
         ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         ru_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         result["peak_rss_mb"] = {"main": round(ru), "largest_worker": round(ru_children)}
