@@ -17,9 +17,17 @@ Not a test. Two measurements, each against its target:
    + ``summary_stats``), and the whole ``aggregate()`` (every sample file read, bootstrap
    CIs, transitions, figures, summary.md) with ``--workers`` processes.
 
+3. **Aggregation against its I/O floor** (target <= 1.5x): for the paper grid and for
+   ``--grid-models`` / ``--grown-models`` sizes (the grown grid adds the arms of
+   ``GROWN_REWARDS``: 19 reward/variant cells per model), the *floor* (every sample file
+   read, decompressed and parsed as the fast path does, nothing else, same workers) and
+   the whole ``aggregate()`` are timed back to back on the same tree; their ratio is the
+   figure, which machine load moves much less than either time.
+
 Results go to ``results/bench/analysis.json``; scratch files to ``--scratch`` (removed).
 
     python bench/bench_analysis.py [--sizes 250000 1000000] [--chars 1200] [--workers 2]
+                                   [--grid-models 2 5] [--grown-models 10] [--skip-grid]
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -126,10 +135,105 @@ def bench_unflagged(scratch: Path, chars: int, seed: int, n_problems: int = 2500
     return {"responses": n, "seconds": round(dt, 3), "responses_per_minute": round(n / dt * 60)}
 
 
-def paper_grid_config() -> dict:
+#: the arms that grow the grid (issue 15): random rewards at p = 0.7, 0.3, 0.001 and 0, and a
+#: no-clip arm at rollout 8 (here a fifth reward under ``no_clip``): 14 -> 19 cells per model.
+GROWN_REWARDS = {
+    "random_p07": {"spec": "random(0.7)", "labels": "true_labels", "variants": ["clip"]},
+    "random_p03": {"spec": "random(0.3)", "labels": "true_labels", "variants": ["clip"]},
+    "random_p0001": {"spec": "random(0.001)", "labels": "true_labels", "variants": ["clip"]},
+    "random_p0": {"spec": "random(0)", "labels": "true_labels", "variants": ["clip"]},
+    "random_rollout8": {"spec": "random(0.5)", "labels": "true_labels", "variants": ["no_clip"]},
+}
+
+
+def paper_grid_config(n_models: int | None = None, grown: bool = False) -> dict:
+    """config/paper.yaml, optionally its first ``n_models`` models and the grown arms (19 cells per model)."""
     cfg = cfgmod.load(ROOT / "config" / "paper.yaml")
     assert list(cfg["benchmarks"]) == list(PAPER_BENCHMARKS), "config/paper.yaml benchmarks changed"
+    if n_models is not None:
+        if not 1 <= n_models <= len(cfg["models"]):
+            raise ValueError(f"n_models: {n_models} is outside 1..{len(cfg['models'])}")
+        cfg["models"] = dict(list(cfg["models"].items())[:n_models])
+    if grown:
+        # config/paper.yaml runs the new arms on one model (rewards.*.models); grown = on every model
+        limited = [r for r in cfg["rewards"].values() if "models" in r]
+        for r in limited:
+            del r["models"]
+        if not limited:  # a config without the arms: add them
+            cfg["rewards"] = {**cfg["rewards"], **{k: dict(v) for k, v in GROWN_REWARDS.items()}}
     return cfg
+
+
+def cells_per_model(cfg: dict) -> float:
+    """Reward/variant cells per model, averaged over the models (19 in the grown grid)."""
+    n_runs = sum(1 for _ in cfgmod.runs(cfg))
+    return round(n_runs / (len(cfg["models"]) * len(cfg["seeds"])), 1)
+
+
+def _parse_dir(sample_dir: str) -> tuple[int, int]:
+    """The I/O floor of one sample folder: read, decompress and parse every file as the fast path does.
+
+    Exactly the work of :func:`samples.read_problems` before it folds (``read_bytes``,
+    ``gzip.decompress``, the UTF-8 check, one ``json.loads`` of the joined lines) and
+    nothing after it: the least any aggregation must spend to have the rows as Python
+    objects. Returns (files, rows).
+    """
+    files = rows = 0
+    for f in sorted(Path(sample_dir).glob("step*_*.jsonl.gz")):
+        data = gzip.decompress(f.read_bytes())
+        data.decode("utf-8")
+        rows += len(json.loads(b"[" + b",".join(ln for ln in data.split(b"\n") if ln.strip()) + b"]"))
+        files += 1
+    return files, rows
+
+
+def io_floor(root: Path, workers: int) -> dict:
+    """Time :func:`_parse_dir` over every sample folder of a grid with ``workers`` processes.
+
+    The folders are handed out one per task, as aggregate() hands out one cell (3
+    folders) per task, so both sides pay the same process start and scheduling.
+    """
+    dirs = sorted(str(d) for d in root.glob("eval/**/samples") if d.is_dir())
+    t0, c0 = time.perf_counter(), _cpu()
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            counts = list(pool.map(_parse_dir, dirs, chunksize=1))
+    else:
+        counts = [_parse_dir(d) for d in dirs]
+    dt, cpu = time.perf_counter() - t0, _cpu() - c0
+    return {"seconds": round(dt, 2), "cpu_seconds": round(cpu, 2), "files": sum(c[0] for c in counts),
+            "rows": sum(c[1] for c in counts), "workers": workers}
+
+
+def bench_floor_and_aggregate(scratch: Path, cfg: dict, chars: int, workers: int, n_boot: int, seed: int,
+                              label: str) -> dict:
+    """One grid: generate it, then (same run, same workers) its I/O floor and the whole aggregate().
+
+    The ratio aggregate / floor is the figure (target <= 1.5x); absolute seconds
+    move with machine load, the ratio of two timings taken back to back much less.
+    """
+    root = scratch / f"grid_{label}"
+    t0 = time.perf_counter()
+    shape = write_grid(root, cfg, chars, seed)
+    gen_s = time.perf_counter() - t0
+    load = os.getloadavg()[0]
+    floor = io_floor(root, workers)
+    if floor["files"] != shape["sample_files"] or floor["rows"] != shape["responses"]:
+        raise RuntimeError(f"floor read {floor['files']} files / {floor['rows']} rows, the grid has "
+                           f"{shape['sample_files']} / {shape['responses']}")
+    t0, c0 = time.perf_counter(), _cpu()
+    aggregate.aggregate(cfg, scratch / f"out_{label}", results_dir=root, n_boot=n_boot, workers=workers)
+    full_s, full_cpu = time.perf_counter() - t0, _cpu() - c0
+    load_after = os.getloadavg()[0]
+    shutil.rmtree(root)
+    shutil.rmtree(scratch / f"out_{label}", ignore_errors=True)
+    return {**shape, "label": label, "models": len(cfg["models"]), "cells_per_model": cells_per_model(cfg),
+            "generate_s": round(gen_s, 1), "floor_seconds": floor["seconds"],
+            "floor_cpu_seconds": floor["cpu_seconds"], "full_seconds": round(full_s, 2),
+            "full_cpu_seconds": round(full_cpu, 2), "ratio": round(full_s / floor["seconds"], 3),
+            "workers": workers, "n_boot": n_boot, "load_average_before": round(load, 2),
+            "load_average_after": round(load_after, 2), "target_ratio": 1.5,
+            "meets_target": full_s <= 1.5 * floor["seconds"]}
 
 
 def write_grid(root: Path, cfg: dict, chars: int, seed: int) -> dict:
@@ -188,6 +292,7 @@ def bench_aggregation(scratch: Path, chars: int, workers: int, n_boot: int, seed
     with open(scratch / "tables" / "metrics.csv", "rb") as fh:
         tidy_rows = sum(1 for _ in fh) - 1
     load = os.getloadavg()[0]
+    floor = io_floor(root, workers)
     t0, c0 = time.perf_counter(), _cpu()
     aggregate.aggregate(cfg, scratch / "out", results_dir=root, n_boot=n_boot, workers=workers)
     full_s, full_cpu = time.perf_counter() - t0, _cpu() - c0
@@ -198,6 +303,9 @@ def bench_aggregation(scratch: Path, chars: int, workers: int, n_boot: int, seed
         "table_seconds": round(table_s, 2), "table_cpu_seconds": round(table_cpu, 2),
         "full_seconds": round(full_s, 2), "full_cpu_seconds": round(full_cpu, 2), "full_workers": workers,
         "n_boot": n_boot, "load_average_before_full": round(load, 2),
+        "floor_seconds": floor["seconds"], "floor_cpu_seconds": floor["cpu_seconds"],
+        "ratio_to_floor": round(full_s / floor["seconds"], 3), "models": len(cfg["models"]),
+        "cells_per_model": cells_per_model(cfg),
         "full_responses_per_minute": round(shape["responses"] / full_s * 60),
         "target_seconds": 60, "table_meets_target": table_s < 60, "full_meets_target": full_s < 60,
     }
@@ -211,7 +319,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip-grid", action="store_true")
+    ap.add_argument("--skip-grid", action="store_true", help="skip the full paper grid (10 models)")
+    ap.add_argument("--grid-models", type=int, nargs="*", default=[2, 5],
+                    help="also time floor + aggregate() on the first N models of the paper grid")
+    ap.add_argument("--grown-models", type=int, nargs="*", default=[10],
+                    help="also time floor + aggregate() on N models of the grown grid (19 cells per model)")
     ap.add_argument("--scratch", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "analysis.json")
     args = ap.parse_args()
@@ -241,6 +353,21 @@ def main() -> None:
                   f"{g['full_seconds']:.1f} s (target < 60 s) {'OK' if g['full_meets_target'] else 'MISSED'}; "
                   f"{g['full_cpu_seconds']:.0f} CPU s in all, machine load {g['load_average_before_full']} "
                   f"on {os.cpu_count()} cores before it")
+        sizes = [(n, False) for n in args.grid_models] + [(n, True) for n in args.grown_models]
+        result["aggregation_sizes"] = []
+        for n, grown in sizes:
+            cfg = paper_grid_config(n, grown=grown)
+            r = bench_floor_and_aggregate(scratch, cfg, args.grid_chars, args.workers, args.n_boot, args.seed,
+                                          f"{n}{'_grown' if grown else ''}")
+            result["aggregation_sizes"].append(r)
+            print(f"{n} models x {r['cells_per_model']:g} cells ({r['runs']} runs, {r['responses']:,} responses, "
+                  f"{r['sample_files']:,} files): I/O floor {r['floor_seconds']:.1f} s, aggregate "
+                  f"{r['full_seconds']:.1f} s = {r['ratio']:.2f}x floor (target <= 1.5x) "
+                  f"{'OK' if r['meets_target'] else 'MISSED'}; load {r['load_average_before']}")
+            io.write_json(result, args.out)  # a run killed later keeps the sizes measured so far
+        if "aggregation" in result:
+            g = result["aggregation"]
+            print(f"  paper grid: I/O floor {g['floor_seconds']:.1f} s, aggregate = {g['ratio_to_floor']:.2f}x floor")
         ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         ru_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         result["peak_rss_mb"] = {"main": round(ru), "largest_worker": round(ru_children)}

@@ -36,9 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def sub_config(n_models: int) -> dict:
-    cfg = ba.paper_grid_config()
-    cfg["models"] = dict(list(cfg["models"].items())[:n_models])
-    return cfg
+    return ba.paper_grid_config(n_models)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ ablation) x 2 seeds, checkpoints at steps 10 and 20, benchmarks `arith` (1 sampl
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
@@ -297,3 +298,36 @@ def test_alpha_follows_the_config_into_the_summary_and_figures(study, tmp_path: 
         "and metric == 'gain' and step == 20"
     a, b = st90.query(q).iloc[0], st95.query(q).iloc[0]
     assert b["ci_low"] <= a["ci_low"] <= a["ci_high"] <= b["ci_high"] and a["mean"] == b["mean"]
+
+
+@pytest.mark.parametrize("case", ["fast", "extra_and_missing", "int_flags", "no_code_flag", "not_json"])
+def test_read_accuracy_equals_the_per_problem_table(tmp_path: Path, case: str) -> None:
+    """samples.read_accuracy (the aggregation's shortcut) gives accuracy(read_problems(f)) exactly."""
+    from spurious_rewards.analysis import samples
+
+    rng = np.random.default_rng(3)
+    rows = [{"id": f"p{j // 4}", "i": j % 4, "response": "x", "pred": "1", "correct": bool(rng.random() < 0.5),
+             "code": bool(rng.random() < 0.5), "repetition": False, "tokens": 3} for j in range(40)]
+    wanted = [f"p{j}" for j in range(10)]
+    if case == "extra_and_missing":  # a problem beyond the base and one the file lacks
+        rows = [r for r in rows if r["id"] != "p3"] + [{**rows[0], "id": "q0"}]
+    elif case == "int_flags":
+        rows = [{**r, "correct": int(r["correct"])} for r in rows]
+    elif case == "no_code_flag":
+        rows = [{k: v for k, v in r.items() if k != "code"} for r in rows]
+    path = tmp_path / "step10_b.jsonl.gz"
+    text = "\n".join(json.dumps(r) for r in rows) + "\n"
+    if case == "not_json":  # two values on one line: valid inside an array, not JSONL
+        text = text.replace("}\n{", "},{", 1)
+    path.write_bytes(gzip.compress(text.encode()))
+    if case == "not_json":
+        with pytest.raises(io.DataError):
+            samples.read_problems(path)
+        with pytest.raises(io.DataError):
+            samples.read_accuracy(path, {p: i for i, p in enumerate(wanted)})
+        return
+    want = samples.accuracy(samples.read_problems(path), pd.Index(wanted, name="id"))
+    got = samples.read_accuracy(path, {p: i for i, p in enumerate(wanted)})
+    assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    if case == "extra_and_missing":
+        assert np.isnan(got[3]) and np.isfinite(np.delete(got, 3)).all()

@@ -92,3 +92,42 @@ def test_fidelity_arms_differ_only_in_the_arm_setting() -> None:
     strip = {"advantage_whitening", "loss_agg"}
     grpo = [{k: v for k, v in c["grpo"].items() if k not in strip} for c in cfgs.values()]
     assert all(g == grpo[0] for g in grpo)
+
+def test_grown_grid_and_io_floor(tmp_path: Path) -> None:
+    """The grown grid has 19 cells per model; the floor reads every row of every sample folder."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        ba = _load("bench_analysis")
+        cfg = ba.paper_grid_config(2, grown=True)
+        assert list(cfg["models"]) == list(ba.paper_grid_config()["models"])[:2]
+        assert ba.cells_per_model(cfg) == 19 and 14 <= ba.cells_per_model(ba.paper_grid_config()) < 19
+        with pytest.raises(ValueError, match="n_models"):
+            ba.paper_grid_config(0)
+        rng = np.random.default_rng(0)
+        pool = ba.response_pool(50, 8, rng)
+        n = sum(ba.write_sample_file(tmp_path / "eval" / m / "samples" / f"step{s}_b.jsonl.gz", 5, k, pool, rng)
+                for m, k in (("a", 1), ("b", 8)) for s in (0, 10))
+        floor = ba.io_floor(tmp_path, workers=1)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert (floor["files"], floor["rows"]) == (4, n) and n == 2 * 5 + 2 * 40
+
+
+def test_floor_row_reports_the_worst_ratio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ra = _load("run_all")
+    monkeypatch.setattr(ra, "OUT", tmp_path)
+    size = {"models": 2, "cells_per_model": 14, "runs": 84, "responses": 4_000_000, "floor_seconds": 10.0,
+            "full_seconds": 13.0, "ratio": 1.3, "load_average_before": 2.0}
+    grown = {**size, "cells_per_model": 19, "full_seconds": 17.0, "ratio": 1.7}
+    (tmp_path / "analysis.json").write_text(json.dumps({
+        "classification": [{"responses": 1, "responses_per_minute": 2e6, "meets_target": True}],
+        "classification_unflagged": {"responses_per_minute": 1e5}, "aggregation_sizes": [size, grown]}))
+    row = next(r for r in ra.figures(quick=True) if r["figure"].startswith("Aggregation vs its I/O floor"))
+    assert row["pass"] == "MISS" and "worst 1.70×" in row["measured"] and "2x14 cells" in row["scaling"]
+    (tmp_path / "analysis.json").write_text(json.dumps({
+        "classification": [{"responses": 1, "responses_per_minute": 2e6, "meets_target": True}],
+        "classification_unflagged": {"responses_per_minute": 1e5}, "aggregation_sizes": [size]}))
+    row = next(r for r in ra.figures(quick=True) if r["figure"].startswith("Aggregation vs its I/O floor"))
+    assert row["pass"] == "PASS" and "1.30×" in row["measured"]

@@ -231,13 +231,18 @@ def _read_run(job: tuple[str, dict[str, pd.DataFrame]]) -> RunSamples:
     stacks arrays; only these arrays and four-row transition tables travel back.
     """
     sample_dir, base = job
-    tabs = samples.read_sample_dir(sample_dir, base)
+    files = samples.sample_files(sample_dir, base)
     out: RunSamples = {}
     for bench, btab in base.items():
-        steps = sorted(s for (s, b) in tabs if b == bench)
+        steps = sorted(s for (s, b) in files if b == bench)
         if steps:
-            acc = np.stack([samples.accuracy(tabs[(s, bench)], btab.index) for s in steps])
-            out[bench] = (steps, acc, classify.transitions_between(btab, tabs[(steps[-1], bench)]))
+            # only the final step's per-problem table is needed (transitions); the others are
+            # folded straight to accuracies aligned to the base problems (same numbers, no table)
+            positions = {pid: i for i, pid in enumerate(btab.index)}
+            acc = [samples.read_accuracy(files[(s, bench)], positions) for s in steps[:-1]]
+            last = samples.read_problems(files[(steps[-1], bench)])
+            acc.append(samples.accuracy(last, btab.index))
+            out[bench] = (steps, np.stack(acc), classify.transitions_between(btab, last))
     return out
 
 
@@ -307,8 +312,12 @@ def _cell_job(job: tuple) -> tuple[list[dict], list[pd.DataFrame], list[str], di
             empty.append(run_path)
             continue
         seeds[run_seed] = out
-        trans += [t.assign(scope="run", **keys, seed=run_seed, n_seeds=1, benchmark=bench, step=steps[-1])
-                  for bench, (steps, _, t) in out.items()]
+        tabs = [t for _, _, t in out.values()]
+        # one assign per run, not per benchmark (pandas' per-call cost dominated the transitions)
+        trans.append(pd.concat(tabs, ignore_index=True).assign(
+            scope="run", **keys, seed=run_seed, n_seeds=1,
+            benchmark=np.repeat(list(out), [len(t) for t in tabs]),
+            step=np.repeat([steps[-1] for steps, _, _ in out.values()], [len(t) for t in tabs])))
     rows = _cell_ci(keys, base_acc, seeds, n_boot, seed, alpha) if seeds else []
     verdict = audit.verdict_row(keys, seeds, base_acc, best, main, clean, n_boot, seed, alpha) if seeds else None
     return rows, trans, empty, verdict

@@ -30,16 +30,8 @@ _SAMPLE_FILE = re.compile(r"step(\d+)_(.+)\.jsonl\.gz")
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def read_problems(path: Path) -> pd.DataFrame:
-    """:func:`classify.read_problems` of one sample file, parsed in one C call instead of line by line.
-
-    Why: at paper scale (13.5M rows in ~31k files) per-line ``json.loads`` and the
-    line iterator are most of the aggregation's CPU time. The whole file is
-    decompressed, its non-blank lines joined into one JSON array and parsed at
-    once; any surprise (bad gzip, bad UTF-8, bad JSON, a line holding more or less
-    than one value) falls back to :func:`classify.read_problems`, which gives the
-    same table or raises the same :class:`io.DataError` naming the line.
-    """
+def _parse(path: Path) -> list | None:
+    """The rows of one sample file parsed in one C call, or None where :func:`read_problems` must fall back."""
     try:
         data = path.read_bytes()
         if data[:2] == _GZIP_MAGIC:
@@ -50,16 +42,15 @@ def read_problems(path: Path) -> pd.DataFrame:
         if len(rows) != len(lines):  # e.g. a line "{...},{...}": invalid JSONL, valid inside an array
             raise ValueError("line/value count mismatch")
     except (OSError, EOFError, ValueError, zlib.error):
-        return classify.read_problems(path)
-    return problem_table_fast(rows)
+        return None
+    return rows
 
 
-def problem_table_fast(rows: list) -> pd.DataFrame:
-    """:func:`classify.problem_table` of parsed rows, folded column-wise with numpy (same table).
+def _fast_columns(rows: list) -> tuple[list, list, list, list, list, list] | None:
+    """(ids, correct, code, repetition, tokens, first) of rows the numpy fold can take; None otherwise.
 
-    The fast path needs what the evaluation writes: string ids, bool ``correct``/
-    ``code``/``repetition`` flags and int/float (or absent) ``tokens``; anything
-    else (flags to re-derive from the text, odd types) goes to the row-by-row fold.
+    The one place the fast path's preconditions live, shared by :func:`problem_table_fast`
+    and :func:`read_accuracy`, so both fall back on exactly the same rows.
     """
     try:
         ids = [r["id"] for r in rows]
@@ -69,11 +60,67 @@ def problem_table_fast(rows: list) -> pd.DataFrame:
         tokens = [r.get("tokens") or 0 for r in rows]
         first = [r.get("i", 0) == 0 for r in rows]
     except (KeyError, TypeError, AttributeError):
-        return classify.problem_table(rows)
+        return None
     if (not rows or set(map(type, ids)) != {str} or not set(map(type, correct)) <= {bool}
             or not set(map(type, code)) <= {bool} or not set(map(type, rep)) <= {bool}
             or not set(map(type, tokens)) <= {int, float} or not set(map(type, first)) <= {bool}):
+        return None
+    return ids, correct, code, rep, tokens, first
+
+
+def read_accuracy(path: Path, positions: dict[str, int]) -> np.ndarray:
+    """``accuracy(read_problems(path), ids)`` without building the per-problem table (same numbers).
+
+    ``positions`` maps each wanted problem id to its place in the result (the base
+    model's problems, in order); problems the file lacks are NaN, ones it has beyond
+    them are ignored. Why: at paper scale the aggregation needs only the per-problem
+    accuracy of every checkpoint but the last, and building a pandas table (and its
+    string index) per file cost more than parsing the file. Anything the fast path
+    would not take goes through :func:`read_problems` and :func:`accuracy`.
+    """
+    rows = _parse(path)
+    cols = _fast_columns(rows) if rows is not None else None
+    if cols is None:
+        return accuracy(read_problems(path), pd.Index(list(positions), name="id"))
+    ids, correct = cols[0], cols[1]
+    get = positions.get
+    where = np.fromiter((get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+    keep = where >= 0
+    where, c = where[keep], np.array(correct, dtype=bool)[keep]
+    n = len(positions)
+    samples_n = np.bincount(where, minlength=n).astype(float)
+    right = np.bincount(where, weights=c, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = right / samples_n
+    out[samples_n == 0] = math.nan
+    return out
+
+
+def read_problems(path: Path) -> pd.DataFrame:
+    """:func:`classify.read_problems` of one sample file, parsed in one C call instead of line by line.
+
+    Why: at paper scale (13.5M rows in ~31k files) per-line ``json.loads`` and the
+    line iterator are most of the aggregation's CPU time. The whole file is
+    decompressed, its non-blank lines joined into one JSON array and parsed at
+    once; any surprise (bad gzip, bad UTF-8, bad JSON, a line holding more or less
+    than one value) falls back to :func:`classify.read_problems`, which gives the
+    same table or raises the same :class:`io.DataError` naming the line.
+    """
+    rows = _parse(path)
+    return classify.read_problems(path) if rows is None else problem_table_fast(rows)
+
+
+def problem_table_fast(rows: list) -> pd.DataFrame:
+    """:func:`classify.problem_table` of parsed rows, folded column-wise with numpy (same table).
+
+    The fast path needs what the evaluation writes: string ids, bool ``correct``/
+    ``code``/``repetition`` flags and int/float (or absent) ``tokens``; anything
+    else (flags to re-derive from the text, odd types) goes to the row-by-row fold.
+    """
+    cols = _fast_columns(rows)
+    if cols is None:
         return classify.problem_table(rows)
+    ids, correct, code, rep, tokens, first = cols
     codes, uniques = pd.factorize(np.array(ids, dtype=object))
     n = len(uniques)
     c = np.array(correct, dtype=bool)
@@ -100,15 +147,22 @@ def read_sample_dir(
     sample_dir: str | os.PathLike[str], benchmarks: Iterable[str] | None = None
 ) -> dict[tuple[int, str], pd.DataFrame]:
     """Per-problem tables (classify.problem_table) of every ``step{N}_{benchmark}.jsonl.gz`` in a folder."""
+    return {key: read_problems(f) for key, f in sample_files(sample_dir, benchmarks).items()}
+
+
+def sample_files(
+    sample_dir: str | os.PathLike[str], benchmarks: Iterable[str] | None = None
+) -> dict[tuple[int, str], Path]:
+    """Every ``step{N}_{benchmark}.jsonl.gz`` of a folder by (step, benchmark), in file-name order."""
     wanted = None if benchmarks is None else set(benchmarks)
-    out: dict[tuple[int, str], pd.DataFrame] = {}
+    out: dict[tuple[int, str], Path] = {}
     d = Path(sample_dir)
     if not d.is_dir():
         return out
     for f in sorted(d.iterdir()):
         m = _SAMPLE_FILE.fullmatch(f.name)
         if m and (wanted is None or m[2] in wanted):
-            out[(int(m[1]), m[2])] = read_problems(f)
+            out[(int(m[1]), m[2])] = f
     return out
 
 
