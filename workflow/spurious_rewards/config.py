@@ -184,18 +184,17 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?$")
 
 
 def _model_problems(cfg: dict) -> list[str]:
-    """A model's path must be an existing local folder, an organism to build, or a hub id."""
+    """A model path that is not a local folder (here, or later: an organism, a work dir's path) must
+    at least be a well-formed hub id, or the job would fail at download time."""
     problems = []
     for name, m in cfg["models"].items():
         path = str(m["path"])
         if m.get("organism") or Path(path).exists():
             continue
         looks_local = path.startswith(("/", "./", "../", "~")) or path.endswith("/") or path.count("/") > 1
-        if looks_local or not _HUB_ID.match(path):
-            problems.append(
-                f"models.{name}.path: {path!r} is neither an existing local folder nor a hub id (owner/name)"
-                + ("" if not looks_local else "; no such folder")
-            )
+        if not looks_local and not _HUB_ID.match(path):
+            problems.append(f"models.{name}.path: {path!r} is neither an existing local folder nor a hub id "
+                            "(owner/name: letters, digits, '.', '_', '-')")
     return problems
 
 

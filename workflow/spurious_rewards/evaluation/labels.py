@@ -199,5 +199,5 @@ def label_majority(
     }
     if out_stats is not None:
         io.write_json(stats, out_stats)
-    log.info("labels for %s: %s", model["name"], {k: v for k, v in stats.items() if k not in ("held_out", "provenance")})
+    log.info("labels for %s: %s", model["name"], {k: v for k, v in stats.items() if k != "held_out"})
     return stats
