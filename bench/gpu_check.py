@@ -565,11 +565,13 @@ def probe_draw(job: dict, device: str) -> dict:
     model.eval()
     prompts = [templates.render_prompt(tok, spec["model"]["template"], r["prompt"])
                for r in data.load_records(spec["train_data"])]
-    batch, gen_s, gen_peak = meter.run(lambda: clip_probe.draw_batch(model, tok, prompts, k=0, spec=spec))
+    micro, gen_batch = clip_probe.batch_sizes(spec)
+    engine = clip_probe.HFRollout(model, tok, gen_batch)  # the probe's micro-batched engine, as the rule runs it
+    batch, gen_s, gen_peak = meter.run(lambda: clip_probe.draw_batch(engine, tok, prompts, k=0, spec=spec))
     eps, updates = clip_probe._variant_settings(spec)["clip"]
     frac, step_s, step_peak = meter.run(lambda: clip_probe.grpo_step(
         model, batch, epsilon=eps, updates=updates, lr=pr["lr"], betas=(g["beta1"], g["beta2"]),
-        max_grad_norm=g["max_grad_norm"], temperature=g["temperature"]))
+        max_grad_norm=g["max_grad_norm"], temperature=g["temperature"], micro_batch=micro))
     seqs, comp = batch["mask"].shape
     return {"what": "clip_probe.draw_batch + clip_probe.grpo_step (variant clip), fp32 as the probe loads",
             "sequences": seqs, "prompt_tokens": g["max_prompt_tokens"], "completion_tokens": comp,
@@ -640,6 +642,13 @@ def _ratio(est: float | None, meas: float | None) -> float | None:
     return est / meas if est is not None and meas else None
 
 
+def _phase(phases: dict, name: str) -> dict:
+    """The plan phase called ``name``, or whose name starts with it (plan names the engine in brackets)."""
+    if name in phases:
+        return phases[name]
+    return next(v for k, v in phases.items() if k.startswith(name))
+
+
 def ratios(plan_: dict, shape: dict) -> dict:
     """estimate / measured for every memory figure that has both."""
     out: dict = {}
@@ -650,12 +659,12 @@ def ratios(plan_: dict, shape: dict) -> dict:
         ph = t.get("phase_peak_bytes") or {}
         for key, meas in (("rollout generate", ph.get("generate")), ("update (micro-batch)", ph.get("update")),
                           ("p_code probe", ph.get("p_code"))):
-            out[f"trl_{key}_fp32_plan"] = _ratio(plan_["trl_step"]["phases"][key]["total"], meas)
-            out[f"trl_{key}_bf16_terms"] = _ratio(plan_["trl_step_bf16_terms"]["phases"][key]["total"], meas)
+            out[f"trl_{key}_fp32_plan"] = _ratio(_phase(plan_["trl_step"]["phases"], key)["total"], meas)
+            out[f"trl_{key}_bf16_terms"] = _ratio(_phase(plan_["trl_step_bf16_terms"]["phases"], key)["total"], meas)
     p = shape.get("probe_draw") or {}
     if "peak_bytes" in p:
         ph = plan_["probe_draw"]["phases"]
-        out["probe_generate"] = _ratio(ph["rollout generate"]["total"], p["generate_peak_bytes"])
+        out["probe_generate"] = _ratio(_phase(ph, "rollout generate")["total"], p["generate_peak_bytes"])
         step_est = max(v["total"] for k, v in ph.items() if k.startswith(("old log-probs", "update", "optimizer")))
         out["probe_step"] = _ratio(step_est, p["step_peak_bytes"])
     return out
