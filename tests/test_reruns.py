@@ -7,11 +7,10 @@ The link that used to be missing: evaluation depended on its checkpoints only th
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 import pytest
-from conftest import run_snakemake, tiny_study, write_config
+from conftest import job_counts, run_snakemake, tiny_study, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +19,6 @@ REWARDS = {
     "format": {"spec": "format", "labels": "true_labels", "variants": ["clip"]},
 }
 RUN = "toy-nocode/{reward}/clip/seed1"
-
-
-def planned(res) -> dict[str, int]:
-    """Job counts of a ``-n --quiet rules`` dry run."""
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", res.stdout, re.M)}
 
 
 def digest(path: Path) -> str:
@@ -46,7 +40,7 @@ def test_changing_a_reward_spec_reruns_training_evaluation_and_summary_in_one_ca
     write_config(wd, cfg)
     plan = run_snakemake(wd, "-n", "--quiet", "rules")
     assert plan.returncode == 0, plan.stderr[-3000:]
-    jobs = planned(plan)
+    jobs = job_counts(plan.stdout)
     assert jobs.get("train_grpo") == 1 and jobs.get("evaluate_run") == 1 and jobs.get("aggregate_results") == 1, jobs
 
     res = run_snakemake(wd, "--cores", "2")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_workdir
+from conftest import job_counts, make_workdir
 
 from spurious_rewards import config as cfgmod
 
@@ -22,16 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def snakemake(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    """Parse the job-count table of a dry run into {rule: count}."""
-    counts = {}
-    for line in stdout.splitlines():
-        m = re.match(r"^([a-z_]+)\s+(\d+)$", line.strip())
-        if m:
-            counts[m.group(1)] = int(m.group(2))
-    return counts
 
 
 def test_lint_is_clean():
