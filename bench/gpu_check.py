@@ -568,10 +568,11 @@ def probe_draw(job: dict, device: str) -> dict:
     micro, gen_batch = clip_probe.batch_sizes(spec)
     engine = clip_probe.HFRollout(model, tok, gen_batch)  # the probe's micro-batched engine, as the rule runs it
     batch, gen_s, gen_peak = meter.run(lambda: clip_probe.draw_batch(engine, tok, prompts, k=0, spec=spec))
-    eps, updates = clip_probe._variant_settings(spec)["clip"]
+    eps, updates, eps_high = clip_probe._variant_settings(spec)["clip"]
     frac, step_s, step_peak = meter.run(lambda: clip_probe.grpo_step(
         model, batch, epsilon=eps, updates=updates, lr=pr["lr"], betas=(g["beta1"], g["beta2"]),
-        max_grad_norm=g["max_grad_norm"], temperature=g["temperature"], micro_batch=micro))
+        max_grad_norm=g["max_grad_norm"], temperature=g["temperature"], micro_batch=micro,
+        epsilon_high=eps_high))
     seqs, comp = batch["mask"].shape
     return {"what": "clip_probe.draw_batch + clip_probe.grpo_step (variant clip), fp32 as the probe loads",
             "sequences": seqs, "prompt_tokens": g["max_prompt_tokens"], "completion_tokens": comp,

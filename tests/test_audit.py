@@ -307,6 +307,11 @@ def test_grpo_loss_matches_its_definition():
     assert float(loss) == pytest.approx(want, rel=1e-6)
     # clipped: token (0,0) r=1.65 > 1.2 with A>0; token (1,1) r=2.01 > 1.2 with A<0 is NOT clipped (min picks r A)
     assert frac == pytest.approx(1 / 5)
+    # clip-higher (DAPO): upper bound 1 + 0.7 leaves token (0,0) (r = 1.65) unclipped
+    loss_hi, frac_hi = clip_probe.grpo_loss(logps, old, adv, mask, 0.2, epsilon_high=0.7)
+    per_hi = -np.minimum(r * a, np.clip(r, 0.8, 1.7) * a)
+    assert float(loss_hi) == pytest.approx(((per_hi[0].sum() / 3) + (per_hi[1, :2].sum() / 2)) / 2, rel=1e-6)
+    assert frac_hi == 0.0 and float(loss_hi) < float(loss)
     adv_g = clip_probe.group_advantages(torch.tensor([1.0, 0.0, 1.0, 1.0]), 2)
     assert torch.allclose(adv_g, torch.tensor([0.7071, -0.7071, 0.0, 0.0]), atol=1e-3)
 

@@ -14,6 +14,7 @@ Three layers:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -135,6 +136,15 @@ def test_clipping_variants(paper, variant, eps, train_batch, updates):
     assert f["--train.batch_size"] == [train_batch]
     assert 64 * 16 // int(train_batch) == updates == spec["updates_per_rollout"]
     assert float(eps) == (cfgmod.NO_CLIP_EPSILON if variant == "no_clip" else 0.2)
+
+
+def test_clip_higher_sets_the_low_high_pair_and_no_clip_ignores_it(paper):
+    cfg = copy.deepcopy(paper)
+    cfg["grpo"]["epsilon_high"] = 0.28
+    f = flags(command(spec_of(cfg, "Qwen2.5-Math-7B", "random", "clip")))
+    assert f["--actor.eps_clip_low_high"] == ["0.2", "0.28"] and "--actor.eps_clip" not in f
+    f = flags(command(spec_of(cfg, "Qwen2.5-Math-7B", "random", "no_clip")))
+    assert f["--actor.eps_clip"] == ["1000000000.0"] and "--actor.eps_clip_low_high" not in f
 
 
 def test_templates_r1_chat_plain(paper):
@@ -518,8 +528,10 @@ def test_every_paper_command_parses_with_openrlhf(openrlhf_python, paper, tmp_pa
     runs = list(cfgmod.runs(paper))
     specs = [cfgmod.run_spec(paper, r) for r in runs]
     cmds = [command(s, gpus=s["grpo"]["gpus"], state=f"/state/{s['run']}") for s in specs]
+    higher = copy.deepcopy(specs[0])
+    higher["grpo"]["epsilon_high"] = 0.28  # DAPO's clip-higher
     extra = [command(specs[0], env={"WANDB_API_KEY": "0" * 40}), command(specs[0], gpus=1),
-             command(_gpu_check_spec(), gpus=1)]
+             command(_gpu_check_spec(), gpus=1), command(higher)]
     base = cmds[0]
     i = base.index("--actor.eps_clip")
     negative = {
@@ -566,6 +578,7 @@ def test_every_paper_command_parses_with_openrlhf(openrlhf_python, paper, tmp_pa
         else:
             assert a["data"]["apply_chat_template"] and a["data"]["input_template"] is None
     assert results[len(cmds)]["args"]["logger"]["wandb"]["key"] == "0" * 40
+    assert results[len(cmds) + 3]["args"]["actor"]["eps_clip_low_high"] == [0.2, 0.28]
     for (what, _), res in zip(negative.items(), results[len(cmds) + len(extra) :], strict=True):
         assert not res["ok"], f"OpenRLHF accepted a command with a {what}"
     neg = results[len(cmds) + len(extra) :]

@@ -128,25 +128,30 @@ def rollout_logps(model, ids, attention, n_completion: int, temperature: float, 
     return torch.cat(parts)
 
 
-def _grpo_terms(logps, old_logps, advantages, mask, epsilon: float):
-    """Per-sequence token-mean loss, clipped-token count and token count (tensors)."""
+def _grpo_terms(logps, old_logps, advantages, mask, epsilon: float, epsilon_high: float | None = None):
+    """Per-sequence token-mean loss, clipped-token count and token count (tensors).
+
+    The ratio is clipped to ``[1 - epsilon, 1 + epsilon_high]`` (``epsilon_high`` None:
+    symmetric; DAPO's clip-higher raises only the upper bound, as TRL's ``epsilon_high``).
+    """
     import torch
 
+    high = epsilon if epsilon_high is None else epsilon_high
     ratio = torch.exp(logps - old_logps)
-    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon)
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + high)
     adv = advantages.unsqueeze(1)
     per_token = -torch.min(ratio * adv, clipped * adv)
     per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
-    is_clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + epsilon) & (adv > 0))
+    is_clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + high) & (adv > 0))
     return per_seq, (is_clipped.float() * mask).sum(), mask.sum()
 
 
-def grpo_loss(logps, old_logps, advantages, mask, epsilon: float):
+def grpo_loss(logps, old_logps, advantages, mask, epsilon: float, epsilon_high: float | None = None):
     """TRL's ``grpo`` loss: clipped surrogate, token mean per sequence, then mean over sequences.
 
     Returns ``(loss, clipped token fraction)``.
     """
-    per_seq, n_clipped, n_tokens = _grpo_terms(logps, old_logps, advantages, mask, epsilon)
+    per_seq, n_clipped, n_tokens = _grpo_terms(logps, old_logps, advantages, mask, epsilon, epsilon_high)
     return per_seq.mean(), float(n_clipped / n_tokens.clamp(min=1.0))
 
 
@@ -161,7 +166,8 @@ def completion_mask(completion_ids, eos_id: int):
 
 
 def grpo_step(model, batch: dict, *, epsilon: float, updates: int, lr: float, betas: tuple[float, float],
-              max_grad_norm: float, temperature: float, micro_batch: int | None = None) -> float:
+              max_grad_norm: float, temperature: float, micro_batch: int | None = None,
+              epsilon_high: float | None = None) -> float:
     """One rollout's training step in place: ``updates`` mini-batch updates in ``batch['order']``.
 
     Each mini-batch is fed ``micro_batch`` sequences at a time (None: all at once);
@@ -191,7 +197,7 @@ def grpo_step(model, batch: dict, *, epsilon: float, updates: int, lr: float, be
         for part in mini.split(micro):
             logps = token_logps(model, ids[part], attn[part], n_comp, temperature)
             ref = logps.detach() if old is None else old[part]
-            per_seq, c, t = _grpo_terms(logps, ref, adv[part], mask[part], epsilon)
+            per_seq, c, t = _grpo_terms(logps, ref, adv[part], mask[part], epsilon, epsilon_high)
             # the mean over the mini-batch as a sum of micro-batch terms (one term: exactly the mean)
             loss = per_seq.mean() if len(part) == len(mini) else per_seq.sum() / len(mini)
             loss.backward()
@@ -204,13 +210,13 @@ def grpo_step(model, batch: dict, *, epsilon: float, updates: int, lr: float, be
     return sum(fracs) / len(fracs)
 
 
-def _variant_settings(spec: dict) -> dict[str, tuple[float, int]]:
-    """(epsilon, updates per rollout) per probed variant: ``config.variant_settings``, the arithmetic
-    both training backends use, on the probe's rollout size."""
+def _variant_settings(spec: dict) -> dict[str, tuple[float, int, float]]:
+    """(epsilon, updates per rollout, epsilon_high) per probed variant: ``config.variant_settings``,
+    the arithmetic both training backends use, on the probe's rollout size."""
     out = {}
     for name, v in spec["variants"].items():
         s = variant_settings(spec["grpo"], v, prompts_per_rollout=spec["probe"]["prompts_per_rollout"])
-        out[name] = (s.epsilon, s.updates)
+        out[name] = (s.epsilon, s.updates, s.epsilon_high)
     return out
 
 
@@ -434,17 +440,18 @@ def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tok
         # every draw comes from the base weights: the previous draw's last variant stepped the model
         model.load_state_dict(base_state)
         batch = draw_batch(engine, tok, train_prompts, k=k, spec=spec)
-        for name, (eps, updates) in settings.items():
+        for name, (eps, updates, eps_high) in settings.items():
             model.load_state_dict(base_state)
             # the same RNG stream for every variant of a draw (dropout, if a model has any, is paired too)
             with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(pr["seed"] * 1_000_003 + k)
                 frac = grpo_step(model, batch, epsilon=eps, updates=updates, lr=pr["lr"],
                                  betas=(g["beta1"], g["beta2"]), max_grad_norm=g["max_grad_norm"],
-                                 temperature=g["temperature"], micro_batch=micro)
+                                 temperature=g["temperature"], micro_batch=micro, epsilon_high=eps_high)
             after = measure(model)
             rows.append({
-                "draw": k, "variant": name, "epsilon": eps if eps != NO_CLIP_EPSILON else None, "updates": updates,
+                "draw": k, "variant": name, "epsilon": eps if eps != NO_CLIP_EPSILON else None,
+                "epsilon_high": eps_high if eps != NO_CLIP_EPSILON else None, "updates": updates,
                 "rollout": batch["fingerprint"],
                 "reward_mean": float(batch["rewards"].mean()), "clip_fraction": frac,
                 "d_p_code": after["p_code"] - base["p_code"],
@@ -466,7 +473,9 @@ def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tok
         "model": spec["model"]["name"], "base": base, "dominant_style": dominant, "style_measure": measure_name,
         "batching": {"micro_batch": micro, "generation_batch": gen_batch,
                      "gradient_checkpointing": bool(pr.get("gradient_checkpointing"))},
-        "settings": {n: {"epsilon": e if e != NO_CLIP_EPSILON else None, "updates": u} for n, (e, u) in settings.items()},
+        "settings": {n: {"epsilon": e if e != NO_CLIP_EPSILON else None, "updates": u,
+                         "epsilon_high": h if e != NO_CLIP_EPSILON else None} for n, (e, u, h) in settings.items()},
+        "lr": pr["lr"],
         "summary": summarize(rows, alpha=spec.get("alpha", 0.05), seed=pr["seed"]),
         "draws": rows, "seconds": round(time.time() - t0, 1),
         "provenance": provenance.provenance(provenance.spec_hash(spec), pr["seed"]),

@@ -219,7 +219,8 @@ def flag_table(
     if g["kl_coef"] > 0:
         f += [("--algo.kl.use_loss", True), ("--algo.kl.estimator", "k3")]
     f += [
-        ("--actor.eps_clip", eps),
+        # symmetric: --actor.eps_clip; clip-higher (grpo.epsilon_high): the (low, high) pair
+        ("--actor.eps_clip", eps) if v.epsilon_high == eps else ("--actor.eps_clip_low_high", (eps, v.epsilon_high)),
         ("--actor.loss_agg_mode", g["loss_agg"]),
         ("--actor.optim", "adam"),
         ("--actor.adam.lr", g["lr"]),
