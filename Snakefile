@@ -33,6 +33,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 # ----- the audit: contamination, prompt-robust baselines, clipping bias --------
 include: "workflow/rules/audit.smk"
+# ----- the mechanism map: the clip probe over eps x updates x lr, checking runs
+include: "workflow/rules/mechanism.smk"
 # ----- tables, figures, summary.md and DVC metrics/plots ---------------------
 include: "workflow/rules/aggregate.smk"
 

@@ -12,6 +12,8 @@ rule aggregate_results:
         train=run_outputs(paths.TRAIN_METRICS),
         paper_numbers="workflow/spurious_rewards/resources/paper_numbers.csv",
         audit=audit_outputs(),
+        # the mechanism map's paragraphs (and its checking runs'), shown in summary.md
+        mechanism=[p for p in mechanism_outputs() if p.endswith(".md")],
         audit_samples=[
             paths.results(paths.BASELINES_SAMPLES, model=m)
             for m in config["models"]

@@ -67,6 +67,8 @@ wildcard_constraints:
     variant=cfgmod.regex_alternatives(config["variants"]),
     dataset=cfgmod.regex_alternatives(config["datasets"]),
     seed=r"\d+",
+    cell=cfgmod.regex_alternatives([c.id for c in cfgmod.mechanism_cells(config)]),
+    arm="clip|no_clip",
 
 
 # ----- input functions --------------------------------------------------------
@@ -196,27 +198,98 @@ def probe_files(wildcards):
     return sorted({data_file(config["training_data"]), data_file(bench["dataset"])})
 
 
-def probe_spec(wildcards):
+def probe_settings(model):
+    """What one clip probe of ``model`` needs (a dict; the map's cells override parts of it)."""
     cp = config["audit"]["clip_probe"]
     g = config["grpo"]
     name = cfgmod.verdict_benchmark(config)
     bench = config["benchmarks"][name]
-    return as_json(
-        {
-            "model": {"name": wildcards.model, **config["models"][wildcards.model]},
-            "train_data": data_file(config["training_data"]),
-            "benchmark": {"name": name, **bench, "data": data_file(bench["dataset"])},
-            "grpo": g,
-            "probe": {
-                **cp,
-                "prompts_per_rollout": cp["prompts_per_rollout"] or g["prompts_per_rollout"],
-                "lr": cp["lr"] or g["lr"],
-            },
-            "variants": {v: config["variants"][v] for v in cfgmod.probe_variants(config)},
-            "max_new_tokens": config["evaluation"]["max_new_tokens"],
-            "alpha": config["audit"]["verdict"]["alpha"],
-        }
-    )
+    return {
+        "model": {"name": model, **config["models"][model]},
+        "train_data": data_file(config["training_data"]),
+        "benchmark": {"name": name, **bench, "data": data_file(bench["dataset"])},
+        "grpo": g,
+        "probe": {
+            **cp,
+            "prompts_per_rollout": cp["prompts_per_rollout"] or g["prompts_per_rollout"],
+            "lr": cp["lr"] or g["lr"],
+        },
+        "variants": {v: config["variants"][v] for v in cfgmod.probe_variants(config)},
+        "max_new_tokens": config["evaluation"]["max_new_tokens"],
+        "alpha": config["audit"]["verdict"]["alpha"],
+    }
+
+
+def probe_spec(wildcards):
+    return as_json(probe_settings(wildcards.model))
+
+
+# ----- the mechanism map (mechanism.smk) ---------------------------------------
+MECHANISM_CELLS = {c.id: c for c in cfgmod.mechanism_cells(config)}
+MECHANISM_MODELS = cfgmod.mechanism_models(config)
+
+
+def probe_rollout():
+    """Samples per rollout of the probe (the map's updates divide it; config validation checks)."""
+    cp, g = config["audit"]["clip_probe"], config["grpo"]
+    return (cp["prompts_per_rollout"] or g["prompts_per_rollout"]) * g["group_size"]
+
+
+def mechanism_spec(wildcards):
+    """The probe of one map cell: clip against no_clip under the cell's clipping, updates and lr."""
+    cell = MECHANISM_CELLS[wildcards.cell]
+    spec = probe_settings(wildcards.model)
+    draws = config["audit"]["mechanism"]["draws"] or spec["probe"]["draws"]
+    spec["grpo"] = cell.grpo(config["grpo"], probe_rollout())
+    spec["probe"] = {**spec["probe"], "lr": cell.lr, "draws": draws}
+    spec["variants"] = cfgmod.MECHANISM_ARMS
+    return as_json(spec)
+
+
+def mechanism_cell_outputs():
+    return [paths.results(paths.MECHANISM_CELL, model=m, cell=c) for m in MECHANISM_MODELS for c in MECHANISM_CELLS]
+
+
+def check_run_spec(wildcards):
+    """A checking run: the check reward under the cell's clipping, updates and lr, for check.steps steps."""
+    cell, chk = MECHANISM_CELLS[wildcards.cell], config["audit"]["mechanism"]["check"]
+    cfg = dict(config)
+    grpo = cell.grpo(config["grpo"], probe_rollout())
+    grpo.update(steps=chk["steps"], save_every=chk["steps"], prompts_per_rollout=probe_rollout() // grpo["group_size"])
+    cfg.update(grpo=grpo, variants=cfgmod.MECHANISM_ARMS)
+    run = cfgmod.Run(wildcards.model, chk["reward"], wildcards.arm, int(wildcards.seed))
+    spec = cfgmod.run_spec(cfg, run)
+    spec["run"] = paths.fill(paths.MECHANISM_CHECK_RUN, **wildcards)
+    return as_json(spec)
+
+
+def check_training_data(wildcards):
+    return cfgmod.training_data_path(config, wildcards.model, config["audit"]["mechanism"]["check"]["reward"])
+
+
+def check_run_outputs(wildcards):
+    """The checking runs of the cells aggregate_mechanism flagged (known once that checkpoint ran)."""
+    flagged = checkpoints.aggregate_mechanism.get().output.flagged
+    with open(flagged) as fh:
+        cells = json.load(fh)
+    chk = config["audit"]["mechanism"]["check"]
+    return [
+        paths.results(paths.MECHANISM_CHECK_METRICS, model=m, cell=c["cell"], arm=arm, seed=s)
+        for m, chosen in cells.items()
+        for c in chosen
+        for arm in cfgmod.MECHANISM_ARMS
+        for s in chk["seeds"]
+    ]
+
+
+def mechanism_outputs():
+    """The map's aggregate outputs (and the checks', when enabled); empty when the map is off."""
+    if not MECHANISM_MODELS:
+        return []
+    out = [paths.results(v) for v in paths.MECHANISM.values()]
+    if config["audit"]["mechanism"]["check"]["enabled"]:
+        out += [paths.results(v) for v in paths.MECHANISM_CHECKS.values()]
+    return out
 
 
 def audit_outputs():
@@ -251,6 +324,7 @@ def get_final_outputs():
         if spec.get("organism")
     ]
     outputs += audit_outputs()
+    outputs += mechanism_outputs()
     outputs += [
         paths.results(paths.AGGREGATE[k]) for k in ("summary", "metrics", "dvc_metrics", "dvc_plot")
     ]

@@ -171,6 +171,17 @@ def cmd_probe_clip(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_aggregate_mechanism(args: argparse.Namespace) -> int:
+    from . import config
+    from .analysis import mechanism
+
+    cfg = config.validate(args.spec)
+    write = mechanism.write_checks if args.checks else mechanism.write_map
+    outs = write(cfg, args.results_dir or args.out_dir, args.out_dir, n_boot=args.n_boot)
+    log.info("wrote %s", ", ".join(str(p) for p in outs.values()))
+    return 0
+
+
 def cmd_aggregate(args: argparse.Namespace) -> int:
     from . import config
     from .analysis import aggregate
@@ -276,6 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-boot", type=int, default=2000, help="bootstrap draws per confidence interval")
     s.add_argument("--workers", type=int, default=1, help="processes reading sample files")
     s.set_defaults(func=cmd_aggregate)
+
+    s = sub.add_parser("aggregate-mechanism",
+                       help="the mechanism map's table, scaling fit, heatmaps and paragraphs (--checks: its checking runs)")
+    s.add_argument("--spec", type=_spec, required=True, help="the resolved config as JSON")
+    s.add_argument("--out-dir", type=Path, default=Path("results"))
+    s.add_argument("--results-dir", type=Path, default=None, help="where audit/mechanism/ is (default: --out-dir)")
+    s.add_argument("--n-boot", type=int, default=2000, help="bootstrap draws per confidence interval")
+    s.add_argument("--checks", action="store_true", help="aggregate the checking runs of the flagged cells")
+    s.set_defaults(func=cmd_aggregate_mechanism)
 
     from . import fetch, plan, prune  # light (no torch): `spurious plan|fetch|prune --configfile ...`
 

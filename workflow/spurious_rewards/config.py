@@ -171,7 +171,12 @@ def coerce_numbers(instance: Any, schema: dict, root: dict) -> None:
             continue
         types = sub.get("type")
         types = types if isinstance(types, list) else [types]
-        if "number" in types and isinstance(value, str) and _FLOAT.match(value.strip()):
+        if isinstance(value, list) and isinstance(sub.get("items"), dict):  # e.g. lr: [1e-4, 3e-4]
+            item_types = sub["items"].get("type")
+            item_types = item_types if isinstance(item_types, list) else [item_types]
+            if "number" in item_types:
+                instance[key] = [float(v) if isinstance(v, str) and _FLOAT.match(v.strip()) else v for v in value]
+        elif "number" in types and isinstance(value, str) and _FLOAT.match(value.strip()):
             instance[key] = float(value)
         elif "integer" in types and isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
             instance[key] = int(value)
@@ -277,7 +282,85 @@ def _audit_references(cfg: dict) -> list[str]:
         check("verdict.benchmark", [a["verdict"]["benchmark"]], cfg["benchmarks"], "benchmark")
     check("clip_probe.variants", a["clip_probe"]["variants"], cfg["variants"], "variant")
     check("clip_probe.models", a["clip_probe"]["models"], cfg["models"], "model")
+    m = a["mechanism"]
+    check("mechanism.models", m["models"], cfg["models"], "model")
+    check("mechanism.check.reward", [m["check"]["reward"]], cfg["rewards"], "reward")
+    rollout = (a["clip_probe"]["prompts_per_rollout"] or cfg["grpo"]["prompts_per_rollout"]) * cfg["grpo"]["group_size"]
+    for u in m["updates"]:
+        if rollout % u:
+            problems.append(f"audit.mechanism.updates: {u} must divide the probe's rollout of {rollout} samples "
+                            "(audit.clip_probe.prompts_per_rollout or grpo.prompts_per_rollout x grpo.group_size)")
+    for hi in m["epsilon_high"]:
+        low = [e for e in m["epsilon"] if hi is not None and hi < e]
+        if low:
+            problems.append(f"audit.mechanism.epsilon_high: {hi} is below epsilon {low} (clip-higher raises the "
+                            "upper bound: epsilon_high >= epsilon, or null for symmetric)")
     return problems
+
+
+# ---------------------------------------------------------------------------
+# the mechanism map (audit.mechanism)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MechanismCell:
+    """One cell of the mechanism map: the settings that control GRPO's clipping bias.
+
+    ``epsilon_high`` None is symmetric clipping; ``updates`` is optimizer updates per
+    rollout (mini-batch = rollout / updates); ``lr`` is the step's learning rate.
+    """
+
+    epsilon: float
+    epsilon_high: float | None
+    updates: int
+    lr: float
+
+    @property
+    def id(self) -> str:
+        """The cell's name in paths and tables, e.g. ``eps0.2-u4-lr0.0001`` (``-hi0.28`` for clip-higher)."""
+        hi = "" if self.epsilon_high is None else f"-hi{self.epsilon_high:g}"
+        return f"eps{self.epsilon:g}{hi}-u{self.updates}-lr{self.lr:g}"
+
+    def grpo(self, grpo: dict, rollout: int) -> dict:
+        """``grpo`` with this cell's clipping, mini-batch and learning rate (what the probe and checks train with)."""
+        mini = rollout // self.updates
+        return {**grpo, "epsilon": self.epsilon, "epsilon_high": self.epsilon_high, "lr": self.lr,
+                "mini_batch": mini, "micro_batch": min(int(grpo.get("micro_batch") or mini), mini)}
+
+
+#: the two arms of every map cell and checking run: the cell's clipping, and an epsilon that never binds
+MECHANISM_ARMS: dict[str, dict] = {"clip": {"clip": True, "one_update": False},
+                                   "no_clip": {"clip": False, "one_update": False}}
+
+
+def mechanism_models(cfg: dict) -> list[str]:
+    """Models the map runs on (none when disabled; null = the clip probe's models, which the memory plan checks)."""
+    m = cfg["audit"]["mechanism"]
+    if not m["enabled"]:
+        return []
+    return list(m["models"] or cfg["audit"]["clip_probe"]["models"] or cfg["models"])
+
+
+def mechanism_lr(cfg: dict, lr: float | None) -> float:
+    """A map lr of null: the probe's (audit.clip_probe.lr, else grpo.lr)."""
+    return float(lr if lr is not None else (cfg["audit"]["clip_probe"]["lr"] or cfg["grpo"]["lr"]))
+
+
+def mechanism_cells(cfg: dict) -> list[MechanismCell]:
+    """Every cell of the map: epsilon x epsilon_high x updates x lr, in config order (duplicates dropped)."""
+    m = cfg["audit"]["mechanism"]
+    cells = [MechanismCell(float(e), None if h is None else float(h), int(u), mechanism_lr(cfg, lr))
+             for e in m["epsilon"] for h in m["epsilon_high"] for u in m["updates"] for lr in m["lr"]]
+    return list(dict.fromkeys(cells))
+
+
+def mechanism_cell(cfg: dict, cell_id: str) -> MechanismCell:
+    """The cell named ``cell_id`` (a wildcard value)."""
+    for c in mechanism_cells(cfg):
+        if c.id == cell_id:
+            return c
+    raise ValueError(f"audit.mechanism: no cell {cell_id!r}; cells: {', '.join(c.id for c in mechanism_cells(cfg))}")
 
 
 def verdict_benchmark(cfg: dict) -> str:

@@ -36,6 +36,29 @@ BASELINES_SUMMARY = "audit/baselines/{model}/summary.json"
 BASELINES_SAMPLES = "audit/baselines/{model}/samples"
 CLIP_PROBE = "audit/clip_probe/{model}.json"
 
+#: the mechanism map: one clip probe per (model, cell) (cell = config.MechanismCell.id)
+MECHANISM_CELL = "audit/mechanism/{model}/{cell}.json"
+#: a checking run of a flagged cell: arm = clip | no_clip
+MECHANISM_CHECK_RUN = "audit/mechanism/{model}/check/{cell}/{arm}/seed{seed}"
+MECHANISM_CHECK_METRICS = f"{MECHANISM_CHECK_RUN}/metrics.jsonl"
+MECHANISM_CHECK_CHECKPOINTS = f"{MECHANISM_CHECK_RUN}/checkpoints"
+MECHANISM_CHECK_STATE = f"{MECHANISM_CHECK_RUN}/state"
+#: what aggregate_mechanism writes (``flagged``: the cells the checking runs train, a checkpoint's output)
+MECHANISM: dict[str, str] = {
+    "table": "aggregate/mechanism.csv",
+    "fit": "aggregate/mechanism_fit.csv",
+    "report": "aggregate/mechanism.md",
+    "flagged": "aggregate/mechanism_flagged.json",
+    "fig_map": "figures/mechanism_map.png",
+    "fig_scaling": "figures/mechanism_scaling.png",
+}
+#: what aggregate_mechanism_checks writes
+MECHANISM_CHECKS: dict[str, str] = {
+    "table": "aggregate/mechanism_checks.csv",
+    "report": "aggregate/mechanism_checks.md",
+    "figure": "figures/mechanism_checks.png",
+}
+
 #: what the aggregation writes, by output name (the aggregate rule's named outputs)
 AGGREGATE: dict[str, str] = {
     "metrics": "aggregate/metrics.csv",

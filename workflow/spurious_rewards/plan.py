@@ -473,10 +473,14 @@ _PROBE_CHUNK_FIX = ("grpo.mini_batch / audit.clip_probe.variants (one_update upd
                     "clip_probe.py does not micro-batch)")
 
 
-def estimate_probe(cfg: dict, model: str, a: Arch) -> Estimate:
+def estimate_probe(cfg: dict, model: str, a: Arch, rule: str = "probe_clip_bias") -> Estimate:
     """``probe_clip_bias`` as clip_probe.py runs it: fp32, one device; rollouts generated in chunks
     of ``generation_batch`` sequences, log-probs of completion tokens only (``logits_to_keep``) and
-    updates micro-batch by micro-batch (``micro_batch`` rows per forward, gradients accumulated)."""
+    updates micro-batch by micro-batch (``micro_batch`` rows per forward, gradients accumulated).
+
+    ``probe_mechanism`` (a map cell) is the same job: its cells change clipping, updates and lr,
+    none of which changes memory (a smaller mini-batch is still fed ``micro_batch`` rows at a time).
+    """
     g, cp = cfg["grpo"], cfg["audit"]["clip_probe"]
     prompts = cp["prompts_per_rollout"] or g["prompts_per_rollout"]
     rollout = prompts * g["group_size"]
@@ -509,7 +513,7 @@ def estimate_probe(cfg: dict, model: str, a: Arch) -> Estimate:
         "last-position logits (fp32, P(code))": micro * a.vocab * 4 * 2,
         "KV cache (fp32, eval samples, one generate call)": kv_cache(a, n_eval, prompt + new_eval, 4)}))
     device = "gpu" if g["gpus"] > 0 else "cpu"
-    return Estimate("probe_clip_bias", model, device, 1 if device == "gpu" else 0, phases,
+    return Estimate(rule, model, device, 1 if device == "gpu" else 0, phases,
                     note=f"fp32, one device; rollout {rollout} sequences generated {gen} at a time, "
                          f"updates {micro} sequences per forward",
                     settings={"KV cache (fp32, one generate call)": "audit.clip_probe.generation_batch",
@@ -533,6 +537,7 @@ def memory_plan(cfg: dict) -> tuple[list[Estimate], list[str]]:
     ev, g = cfg["evaluation"], cfg["grpo"]
     aud = cfg["audit"]
     probe = set(cfgmod.probe_models(cfg))
+    mapped = set(cfgmod.mechanism_models(cfg))
     labelled = bool(cfgmod.labels_needed(cfg))
     prompt = g["max_prompt_tokens"]
     for model in cfg["models"]:
@@ -560,6 +565,8 @@ def memory_plan(cfg: dict) -> tuple[list[Estimate], list[str]]:
                                       new=aud["contamination"]["max_new_tokens"], batch=ev["batch_size"]))
         if model in probe:
             ests.append(estimate_probe(cfg, model, a))
+        if model in mapped:
+            ests.append(estimate_probe(cfg, model, a, rule="probe_mechanism"))
     return ests, notes
 
 
@@ -788,6 +795,27 @@ def cost_plan(cfg: dict) -> list[Cost]:
                 t.storage.get("state/ (resumable; spurious prune deletes it)", 0) + resumable + unshared)
     costs.append(t)
 
+    # the mechanism map's checking runs: check.cells per model x 2 arms x seeds, check.steps each, on the
+    # probe's rollout (which cells is known only after the map; the count is not)
+    chk = cfg["audit"]["mechanism"]["check"]
+    checked = [m for m in cfgmod.mechanism_models(cfg) if m in archs] if chk["enabled"] else []
+    if checked:
+        cp = cfg["audit"]["clip_probe"]
+        rollout = (cp["prompts_per_rollout"] or g["prompts_per_rollout"]) * g["group_size"]
+        c = Cost("train_mechanism_check", cpu=not gpu_jobs)
+        slow = 1.0 if cfg["backend"] == "openrlhf" else HF_GENERATE_SLOWDOWN
+        for m in checked:
+            jobs = chk["cells"] * 2 * len(chk["seeds"])
+            gen_tok = jobs * chk["steps"] * rollout * resp_train
+            train_tok = jobs * chk["steps"] * rollout * (MEAN_PROMPT_TOKENS + resp_train)
+            c.jobs += jobs
+            c.gen_tokens += gen_tok
+            c.train_tokens += train_tok
+            c.gpu_hours += gen_hours(m, gen_tok, slow) + train_hours(m, train_tok) + jobs * n * JOB_STARTUP_S / 3600
+            c.storage["checkpoints (final only)"] = (c.storage.get("checkpoints (final only)", 0)
+                                                     + jobs * (archs[m].params * save_bytes + TOKENIZER_BYTES))
+        costs.append(c)
+
     # evaluation
     bench_resp = {}
     for name, b in cfg["benchmarks"].items():
@@ -856,6 +884,23 @@ def cost_plan(cfg: dict) -> list[Cost]:
             c.gpu_hours += (gen_hours(m, gen_tok, HF_GENERATE_SLOWDOWN) + train_hours(m, train_tok)
                             + JOB_STARTUP_S / 3600)
         c.storage["probe json"] = len(probe_models) * cp["draws"] * nvar * 300
+        costs.append(c)
+    map_models = [m for m in cfgmod.mechanism_models(cfg) if m in archs]
+    if map_models:
+        cp, mech = aud["clip_probe"], aud["mechanism"]
+        cells = cfgmod.mechanism_cells(cfg)
+        c = Cost("probe_mechanism", cpu=not gpu_jobs, jobs=len(map_models) * len(cells))
+        b = (cp["prompts_per_rollout"] or g["prompts_per_rollout"]) * g["group_size"]
+        draws = mech["draws"] or cp["draws"]
+        for m in map_models:  # per cell: 2 arms (clip, no_clip), as the probe with two variants
+            gen_tok = len(cells) * draws * (b * resp_train + 3 * cp["eval_problems"] * cp["eval_samples"]
+                                            * _mean_resp(ev["max_new_tokens"]))
+            train_tok = len(cells) * draws * 2 * b * (MEAN_PROMPT_TOKENS + resp_train)
+            c.gen_tokens += gen_tok
+            c.train_tokens += train_tok
+            c.gpu_hours += (gen_hours(m, gen_tok, HF_GENERATE_SLOWDOWN) + train_hours(m, train_tok)
+                            + len(cells) * JOB_STARTUP_S / 3600)
+        c.storage["probe json"] = len(map_models) * len(cells) * draws * 2 * 300
         costs.append(c)
     for c in costs:
         if unknown:

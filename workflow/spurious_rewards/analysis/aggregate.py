@@ -650,8 +650,9 @@ def aggregate(
         "train": len(trains[RUN_KEYS].drop_duplicates()) if len(trains) else 0,
         "expected": sum(1 for _ in cfgmod.runs(config)),
     }
+    mech = report.mechanism_section(config, res, out, paths["summary"].parent)
     report.write_summary(ix, trans, config, paths, audit=audit_md, n_boot=n_boot, seed=seed, alpha=alpha,
-                         paper=paper, found=found, paper_for_findings=known)
+                         paper=paper, found=found, paper_for_findings=known, mechanism=mech)
     write_dvc_files(ix, config, paths)
     # every table, figure and the summary records what produced it (the config hash
     # stands in for the config; summary.md also lists it). Written last: a kill before

@@ -40,6 +40,7 @@ __all__ = [
     "Table",
     "ablation_table",
     "audit_section",
+    "mechanism_section",
     "base_models_table",
     "every_benchmark_table",
     "figures_section",
@@ -306,6 +307,39 @@ def audit_section(cfg: dict, verdicts: pd.DataFrame, baselines: pd.DataFrame, co
     }
 
 
+def mechanism_section(cfg: dict, res: Path, out: Path, here: Path) -> dict | None:
+    """The mechanism map's paragraphs and figures (written by aggregate_mechanism), or None when it is off.
+
+    The text is read from ``aggregate/mechanism.md`` (and the checking runs' from
+    ``aggregate/mechanism_checks.md``) under the results folder ``res``; the figure links
+    point at ``out``'s figures, relative to ``here`` (the summary's folder).
+    """
+    from .. import paths
+
+    if not cfgmod.mechanism_models(cfg):
+        return None
+    m = cfg["audit"]["mechanism"]
+
+    def text(rel: str, missing: str) -> str:
+        p = paths.under(res, rel)
+        return p.read_text(encoding="utf-8").strip() if p.exists() else missing
+
+    checks = None
+    if m["check"]["enabled"]:
+        checks = {"text": text(paths.MECHANISM_CHECKS["report"], "_Checking runs not run yet._"),
+                  "figure": _rel(out / paths.MECHANISM_CHECKS["figure"], here),
+                  "steps": m["check"]["steps"], "seeds": ", ".join(map(str, m["check"]["seeds"]))}
+    return {
+        "text": text(paths.MECHANISM["report"], "_Mechanism map not run yet (target mechanism_all)._"),
+        "cells": len(cfgmod.mechanism_cells(cfg)),
+        "draws": m["draws"] or cfg["audit"]["clip_probe"]["draws"],
+        "figures": [{"title": title, "path": _rel(out / paths.MECHANISM[key], here)} for key, title in (
+            ("fig_map", "Mechanism map"), ("fig_scaling", "Bias vs clipped fraction"))],
+        "tables": [_rel(out / paths.MECHANISM[k], here) for k in ("table", "fit")],
+        "checks": checks,
+    }
+
+
 # ----------------------------------------------------------------------------- figures and provenance
 
 
@@ -566,7 +600,8 @@ def _final_step(ix: StatIndex, main: str) -> int | None:
 
 def summary_context(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str, Path], *, audit: dict,
                     n_boot: int, seed: int, alpha: float, paper: pd.DataFrame | None, found: dict[str, int],
-                    prov: dict, paper_for_findings: pd.DataFrame | None = None) -> dict:
+                    prov: dict, paper_for_findings: pd.DataFrame | None = None,
+                    mechanism: dict | None = None) -> dict:
     """Everything the template shows. ``paper`` adds the paper columns (study: paper only);
     ``paper_for_findings`` is what the findings compare with (every study)."""
     main = next(iter(cfg["benchmarks"]))
@@ -584,6 +619,7 @@ def summary_context(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[s
         "base_models": base_models_table(ix, cfg),
         "transitions": transitions_table(trans, cfg),
         "audit": audit,
+        "mechanism": mechanism,
         "figures": figures_section(cfg, paths, here),
         "provenance": provenance_lines(cfg, prov, n_boot=n_boot, seed=seed, alpha=alpha, found=found),
     }
@@ -591,10 +627,11 @@ def summary_context(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[s
 
 def write_summary(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str, Path], *, audit: dict,
                   n_boot: int, seed: int, alpha: float, paper: pd.DataFrame | None, found: dict[str, int],
-                  paper_for_findings: pd.DataFrame | None = None) -> None:
+                  paper_for_findings: pd.DataFrame | None = None, mechanism: dict | None = None) -> None:
     """Render results/summary.md (atomically)."""
     prov = provenance.record(cfgmod.config_hash(cfg), None)
     text = render(summary_context(ix, trans, cfg, paths, audit=audit, n_boot=n_boot, seed=seed, alpha=alpha,
-                                  paper=paper, found=found, prov=prov, paper_for_findings=paper_for_findings))
+                                  paper=paper, found=found, prov=prov, paper_for_findings=paper_for_findings,
+                                  mechanism=mechanism))
     with io.atomic_output(paths["summary"]) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
