@@ -314,6 +314,25 @@ def plot_alignment(table: pd.DataFrame, corr: pd.DataFrame, cfg: dict, path: Pat
 # ----------------------------------------------------------------------------- summary.md and the entry point
 
 
+#: below this many cells the summary calls the intervals wide (and says why)
+FEW_CELLS = 20
+RISES, FALLS = "the gain rises with base pass@k", "the gain falls as base pass@k rises"
+
+
+def _relation(row: dict) -> str:
+    """In words, judged only when both intervals agree: the percentile bootstrap over a handful of
+    cells can be far too narrow (its draws are near-copies of the sample), the Fisher-z interval
+    assumes normality; a relation is claimed only where neither includes 0."""
+    lows, highs = (row["pearson_low"], row["fisher_low"]), (row["pearson_high"], row["fisher_high"])
+    if any(pd.isna(v) for v in (*lows, *highs)):
+        return "too few cells to judge"
+    if min(lows) > 0:
+        return RISES
+    if max(highs) < 0:
+        return FALLS
+    return "no clear relation (a CI includes 0)"
+
+
 def summary_section(table: pd.DataFrame, corr: pd.DataFrame, cfg: dict, paths: dict[str, Path],
                     here: Path, *, alpha: float) -> dict | None:
     """The plain-words paragraph of summary.md (``{"text": ...}``); None without a correlation to show."""
@@ -329,12 +348,13 @@ def summary_section(table: pd.DataFrame, corr: pd.DataFrame, cfg: dict, paths: d
         if pd.isna(r["pearson_r"]):
             parts.append(f"{label}: not estimable (n = {r['n_cells']})")
             continue
-        side = ("unclear" if pd.isna(r["pearson_low"]) else "rises with base pass@k" if r["pearson_low"] > 0
-                else "falls as base pass@k rises" if r["pearson_high"] < 0 else "no clear relation, the CI includes 0")
-        ci = "" if pd.isna(r["pearson_low"]) else f" [{level} CI {r['pearson_low']:+.2f}, {r['pearson_high']:+.2f}]"
+        side = _relation(r)
+        boot = "" if pd.isna(r["pearson_low"]) else f"bootstrap {r['pearson_low']:+.2f}, {r['pearson_high']:+.2f}"
+        fisher = "" if pd.isna(r["fisher_low"]) else f"Fisher-z {r['fisher_low']:+.2f}, {r['fisher_high']:+.2f}"
+        ci = "; ".join(c for c in (boot, fisher) if c)
         tag = " (spurious)" if r["kind"] == "spurious" else ""
-        parts.append(f"{label}{tag}: Pearson r = {r['pearson_r']:+.2f}{ci}, Spearman ρ = "
-                     f"{r['spearman_rho']:+.2f}, n = {r['n_cells']}: {side}")
+        parts.append(f"{label}{tag}: Pearson r = {r['pearson_r']:+.2f}" + (f" [{level} CI {ci}]" if ci else "")
+                     + f", Spearman ρ = {r['spearman_rho']:+.2f}, n = {r['n_cells']}: {side}")
         if r["kind"] == "spurious":
             spurious.append(side)
     n = int(head["n_cells"].max())
@@ -344,13 +364,14 @@ def summary_section(table: pd.DataFrame, corr: pd.DataFrame, cfg: dict, paths: d
             f"benchmark's largest k ({_k_note(table)}) against each reward's gain at the final step: "
             + "; ".join(parts) + ".")
     if spurious:
-        tracked = sum(s == "rises with base pass@k" for s in spurious)
-        text += (f" Spurious rewards whose gain tracks base pass@k with a CI above 0: {tracked} of "
+        tracked = sum(s == RISES for s in spurious)
+        text += (f" Spurious rewards whose gain tracks base pass@k (both intervals above 0): {tracked} of "
                  f"{len(spurious)}.")
-    text += (f" With only {n} cells these intervals are wide, and cells that share a model or a benchmark are not "
-             "independent (the bootstrap over cells treats them as if they were, so the true uncertainty is larger):"
-             " a CI that includes 0 means this study cannot tell, not that there is no relation. Per-k correlations"
-             f" and the Fisher-z intervals: [`{rel('alignment_corr')}`]({rel('alignment_corr')}); the cells: "
+    few = f" With only {n} cells these intervals are wide, and" if n < FEW_CELLS else " Note that"
+    text += (f"{few} cells that share a model or a benchmark are not independent (both intervals treat them as if "
+             "they were, so the true uncertainty is larger): a CI that includes 0 means this study cannot tell, not "
+             f"that there is no relation. Per-k correlations: [`{rel('alignment_corr')}`]({rel('alignment_corr')}); "
+             "the cells: "
              f"[`{rel('alignment')}`]({rel('alignment')}); figure: [`{rel('fig_alignment')}`]({rel('fig_alignment')}).")
     return {"text": text}
 
