@@ -402,7 +402,10 @@ def test_alignment_table_figure_and_summary(study) -> None:
     data = paths["fig_alignment"].read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 20_000
     md = paths["summary"].read_text()
-    para = next(line for line in md.splitlines() if line.startswith("**Model–task alignment.**"))
+    head = "### Does the gain track the base model's pass@k? (model–task alignment)\n\n"
+    assert md.index("## Findings in plain words") < md.index(head) < md.index("## Gain over the base model")
+    para = md.split(head, 1)[1].split("\n", 1)[0]
+    assert para.startswith("Wu et al. (2025) report that spurious rewards help only where")
     r = c[(c["reward"] == "random") & (c["k"] == "max")].iloc[0]
     assert f"random (spurious): Pearson r = {r['pearson_r']:+.2f} [95% CI bootstrap {r['pearson_low']:+.2f}" in para
     assert "With only 4 cells these intervals are wide" in para and "(figures/alignment.png)" in para

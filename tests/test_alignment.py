@@ -69,17 +69,23 @@ def test_correlation_is_undefined_without_three_cells_or_spread() -> None:
         assert out["n_valid_draws"] == 0 and out["n_cells"] == len(x)
 
 
-def test_three_cells_keep_only_draws_of_all_three() -> None:
-    """With 3 cells a draw of 2 distinct ones has r = ±1 by construction: only the 3! / 27 draws holding
-    all three are kept, each a permutation of the sample, so the interval is the point itself; no Fisher-z
-    interval (n - 3 = 0) and the summary's judgement says too few cells."""
+def test_three_cells_give_r_but_no_interval() -> None:
+    """With 3 cells the only draws not dropped (fewer than 3 distinct cells: r = ±1 by construction) are the
+    sample itself reordered, so no interval is given; r and rho are, and the summary says too few cells."""
     x, y = np.array([0.2, 0.5, 0.9]), np.array([0.1, 0.0, 0.3])
-    out = alignment.correlation(x, y, n_boot=4000, seed=0)
-    r = np.corrcoef(x, y)[0, 1]
-    assert out["pearson_low"] == pytest.approx(r) and out["pearson_high"] == pytest.approx(r)
-    assert out["n_valid_draws"] == pytest.approx(4000 * 6 / 27, rel=0.15)
-    assert math.isnan(out["fisher_low"])
+    out = alignment.correlation(x, y, n_boot=400, seed=0)
+    assert out["pearson_r"] == pytest.approx(np.corrcoef(x, y)[0, 1]) and out["spearman_rho"] == pytest.approx(0.5)
+    assert math.isnan(out["pearson_low"]) and math.isnan(out["fisher_low"]) and out["n_valid_draws"] == 0
     assert alignment._relation(out) == "too few cells to judge"
+
+
+def test_draws_of_fewer_than_three_distinct_cells_are_dropped() -> None:
+    """4 cells: a draw of 4 holds all 4 in 4! = 24 of 4^4 = 256 ways and exactly 3 in 4 x 36 = 144 (36 maps of
+    4 draws onto 3 cells that use all 3), so about 168 / 256 of the draws are kept."""
+    x, y = np.array([0.1, 0.4, 0.5, 0.9]), np.array([0.0, 0.3, 0.1, 0.2])
+    out = alignment.correlation(x, y, n_boot=4000, seed=0)
+    assert out["n_valid_draws"] == pytest.approx(4000 * 168 / 256, rel=0.05)
+    assert -1 <= out["pearson_low"] < out["pearson_high"] <= 1
 
 
 def test_relation_needs_both_intervals_on_one_side() -> None:

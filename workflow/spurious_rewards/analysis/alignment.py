@@ -81,6 +81,8 @@ CORRELATION_COLUMNS = ["reward", "kind", "variant", "k", "n_cells", "pearson_r",
                        "spearman_rho", "spearman_low", "spearman_high", "fisher_low", "fisher_high",
                        "n_valid_draws", "n_boot", "alpha"]
 MARKERS = "osD^vP*Xhp<>"
+#: the fewest cells an interval is given for (3 cells: every usable draw is the sample itself)
+MIN_CI_CELLS = 4
 
 
 def _family(cfg: dict, model: str) -> str:
@@ -190,7 +192,8 @@ def correlation(x: np.ndarray, y: np.ndarray, *, n_boot: int = 2000, seed: int =
     Pairs are resampled with replacement ``n_boot`` times (seeded: the same inputs give the
     same interval); a draw where x or y is constant, or that holds fewer than 3 distinct
     pairs (r = ±1 by construction), is dropped (``n_valid_draws`` counts the rest). ``fisher_low/high`` is the Fisher-z interval of Pearson's r (n > 3).
-    Fewer than 3 pairs, or no spread in x or y: every estimate is NaN.
+    Fewer than 3 pairs, or no spread in x or y: every estimate is NaN. With exactly 3 pairs r and
+    ρ are given but no interval: the only usable draws would be the sample itself, reordered.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     n = len(x)
@@ -201,6 +204,8 @@ def correlation(x: np.ndarray, y: np.ndarray, *, n_boot: int = 2000, seed: int =
         return out
     r = float(_pearson(x, y))
     out["pearson_r"], out["spearman_rho"] = r, float(_pearson(_rank(x), _rank(y)))
+    if n < MIN_CI_CELLS:
+        return out
     idx = np.random.default_rng([seed, 3, n]).integers(0, n, size=(n_boot, n))
     xb, yb = x[idx], y[idx]
     rb, rhob = _pearson(xb, yb), _pearson(_rank(xb), _rank(yb))
@@ -359,7 +364,7 @@ def summary_section(table: pd.DataFrame, corr: pd.DataFrame, cfg: dict, paths: d
             spurious.append(side)
     n = int(head["n_cells"].max())
     rel = lambda key: Path(os.path.relpath(paths[key], here)).as_posix()  # noqa: E731
-    text = ("**Model–task alignment.** Wu et al. (2025) report that spurious rewards help only where the base "
+    text = ("Wu et al. (2025) report that spurious rewards help only where the base "
             "model's pass@k is already high. Here, across the (model, benchmark) cells, base pass@k at each "
             f"benchmark's largest k ({_k_note(table)}) against each reward's gain at the final step: "
             + "; ".join(parts) + ".")
