@@ -128,3 +128,20 @@ def test_correlations_per_k_and_at_the_largest_k() -> None:
     one = t[t["k"] == 1]
     assert c.loc["1", "pearson_r"] == pytest.approx(np.corrcoef(one["base_pass_at_k"], one["gain"])[0, 1])
     assert alignment.correlations(t.iloc[:0]).empty
+
+
+def test_summary_paragraph_counts_what_it_could_judge(tmp_path) -> None:
+    """Three cells: r is reported, no interval, and the spurious reward is counted as not judged."""
+    t = _table()
+    t = t[(t["benchmark"] == "g") & (t["model"] != "d")]
+    corr = alignment.correlations(t, n_boot=200)
+    cfg = {"rewards": {"random": {"spec": "random(0.5)", "labels": "true_labels", "variants": ["clip"]}}}
+    paths = {k: tmp_path / "aggregate" / f"{k}.csv" for k in ("alignment", "alignment_corr")}
+    paths["fig_alignment"] = tmp_path / "figures" / "alignment.png"
+    text = alignment.summary_section(t, corr, cfg, paths, tmp_path, alpha=0.05)["text"]
+    r = np.corrcoef(t["base_pass_at_k"], t["gain"])[0, 1]
+    assert f"random (spurious): Pearson r = {r:+.2f}, Spearman ρ = +1.00, n = 3: too few cells to judge" in text
+    assert "(both intervals above 0): 0 of 1 (1 with too few cells to judge)." in text
+    assert "With only 3 cells these intervals are wide" in text and "(figures/alignment.png)" in text
+    assert alignment.summary_section(t.iloc[:0], alignment.correlations(t.iloc[:0]), cfg, paths, tmp_path,
+                                     alpha=0.05) is None

@@ -281,7 +281,8 @@ def plot_alignment(table: pd.DataFrame, corr: pd.DataFrame, cfg: dict, path: Pat
     for ax, reward in zip(axes, rewards, strict=True):
         v = cfgmod.main_variant(cfg["rewards"][reward])
         sub = top[(top["reward"] == reward) & (top["variant"] == v)] if len(top) else top
-        label = reward if v == "clip" else f"{reward} ({v})"
+        label = (reward if v == "clip" else f"{reward} ({v})") + (
+            " (spurious)" if _reward_kind(cfg["rewards"][reward]) == "spurious" else "")
         if sub.empty:
             figures.empty(ax, "no runs evaluated yet")
             ax.set_title(label, fontsize=10)
@@ -322,6 +323,7 @@ def plot_alignment(table: pd.DataFrame, corr: pd.DataFrame, cfg: dict, path: Pat
 #: below this many cells the summary calls the intervals wide (and says why)
 FEW_CELLS = 20
 RISES, FALLS = "the gain rises with base pass@k", "the gain falls as base pass@k rises"
+TOO_FEW = "too few cells to judge"
 
 
 def _relation(row: dict) -> str:
@@ -330,7 +332,7 @@ def _relation(row: dict) -> str:
     assumes normality; a relation is claimed only where neither includes 0."""
     lows, highs = (row["pearson_low"], row["fisher_low"]), (row["pearson_high"], row["fisher_high"])
     if any(pd.isna(v) for v in (*lows, *highs)):
-        return "too few cells to judge"
+        return TOO_FEW
     if min(lows) > 0:
         return RISES
     if max(highs) < 0:
@@ -369,9 +371,9 @@ def summary_section(table: pd.DataFrame, corr: pd.DataFrame, cfg: dict, paths: d
             f"benchmark's largest k ({_k_note(table)}) against each reward's gain at the final step: "
             + "; ".join(parts) + ".")
     if spurious:
-        tracked = sum(s == RISES for s in spurious)
+        tracked, unjudged = sum(s == RISES for s in spurious), sum(s == TOO_FEW for s in spurious)
         text += (f" Spurious rewards whose gain tracks base pass@k (both intervals above 0): {tracked} of "
-                 f"{len(spurious)}.")
+                 f"{len(spurious)}" + (f" ({unjudged} with too few cells to judge)" if unjudged else "") + ".")
     few = f" With only {n} cells these intervals are wide, and" if n < FEW_CELLS else " Note that"
     text += (f"{few} cells that share a model or a benchmark are not independent (both intervals treat them as if "
              "they were, so the true uncertainty is larger): a CI that includes 0 means this study cannot tell, not "
