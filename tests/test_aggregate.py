@@ -331,3 +331,82 @@ def test_read_accuracy_equals_the_per_problem_table(tmp_path: Path, case: str) -
     assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
     if case == "extra_and_missing":
         assert np.isnan(got[3]) and np.isfinite(np.delete(got, 3)).all()
+
+
+def _pass_at_k_by_enumeration(sample_file: Path, k: int) -> float:
+    """Mean over problems of P(some of k of its samples is correct), listing every k-subset (no formula)."""
+    from itertools import combinations
+
+    by: dict[str, list[bool]] = {}
+    for r in io.iter_jsonl(sample_file):
+        by.setdefault(r["id"], []).append(bool(r["correct"]))
+    vals = []
+    for outcomes in by.values():
+        subsets = list(combinations(outcomes, k))
+        vals.append(sum(any(s) for s in subsets) / len(subsets))
+    return float(np.mean(vals))
+
+
+def test_alignment_table_figure_and_summary(study) -> None:
+    """Model-task alignment on the planted tree: base pass@k from the sample files, each reward's final
+    gain from summary_stats, their correlation across the 2 x 2 (model, benchmark) cells."""
+    cfg, root, paths = study
+    t = pd.read_csv(paths["alignment"])
+    from spurious_rewards.analysis import alignment
+
+    assert list(t.columns) == alignment.ALIGNMENT_COLUMNS
+    # 2 models x (arith: k = 1; arith_avg4: k = 1..4) x 2 rewards (main variant clip only)
+    assert len(t) == 2 * 5 * 2 and set(t["variant"]) == {"clip"}
+    assert set(t.loc[t["benchmark"] == "arith", "k"]) == {1} and set(t.loc[t["benchmark"] == "arith_avg4", "k"]) == {
+        1, 2, 3, 4}
+    assert set(t.loc[t["k_is_max"], "k"]) == {1, 4}
+    assert dict(zip(t["reward"], t["kind"], strict=True)) == {"ground_truth": "ground truth", "random": "spurious"}
+    st = pd.read_csv(paths["summary_stats"])
+    for model in cfg["models"]:
+        for bench, ks in (("arith", [1]), ("arith_avg4", [1, 2, 3, 4])):
+            f = root / "eval" / model / "base" / "samples" / f"step0_{bench}.jsonl.gz"
+            for k in ks:
+                got = t.query("model == @model and benchmark == @bench and k == @k")["base_pass_at_k"]
+                assert got.nunique() == 1 and got.iloc[0] == pytest.approx(_pass_at_k_by_enumeration(f, k))
+            # pass@1 is the base accuracy (avg@k); pass@4 the base summary's own
+            acc = st.query("model == @model and reward == 'base' and benchmark == @bench and metric == 'accuracy'")
+            p1 = t.query("model == @model and benchmark == @bench and k == 1")["base_pass_at_k"].iloc[0]
+            assert p1 == pytest.approx(acc["mean"].item())
+        summ = io.read_json(root / "eval" / model / "base" / "summary.json")["results"]
+        p4 = next(r["pass@4"] for r in summ if r["benchmark"] == "arith_avg4")
+        assert t.query("model == @model and benchmark == 'arith_avg4' and k == 4")["base_pass_at_k"].iloc[0] == \
+            pytest.approx(p4)
+    # the gain: summary_stats' final-step gain (mean over both seeds) and its CI
+    row = t.query("model == 'toy-qwen-math' and benchmark == 'arith_avg4' and reward == 'random' and k == 4").iloc[0]
+    g = st.query("model == 'toy-qwen-math' and reward == 'random' and variant == 'clip' and benchmark == 'arith_avg4'"
+                 " and metric == 'gain' and step == 20").iloc[0]
+    assert (row["step"], row["n_seeds"]) == (20, 2)
+    assert (row["gain"], row["gain_ci_low"], row["gain_ci_high"]) == pytest.approx(
+        (g["mean"], g["ci_low"], g["ci_high"]))
+    # the correlation across the 4 cells at each benchmark's largest k, and per k
+    c = pd.read_csv(paths["alignment_corr"], dtype={"k": str})
+    assert list(c.columns) == alignment.CORRELATION_COLUMNS
+    assert list(c["k"]) == ["max", "1", "2", "3", "4"] * 2
+    alpha = cfg["audit"]["verdict"]["alpha"]
+    assert set(c["alpha"]) == {alpha} and set(c["n_boot"]) == {400}
+    for reward in ("ground_truth", "random"):
+        cells = t[(t["reward"] == reward) & t["k_is_max"]]
+        head = c[(c["reward"] == reward) & (c["k"] == "max")].iloc[0]
+        assert head["n_cells"] == 4
+        assert head["pearson_r"] == pytest.approx(np.corrcoef(cells["base_pass_at_k"], cells["gain"])[0, 1])
+        rho = np.corrcoef(cells["base_pass_at_k"].rank(), cells["gain"].rank())[0, 1]
+        assert head["spearman_rho"] == pytest.approx(rho)
+        assert 0 < head["n_valid_draws"] < 400 and -1 <= head["pearson_low"] <= head["pearson_high"] <= 1
+        # k = 2..4: only the sampled benchmark, 2 cells: no correlation
+        assert c[(c["reward"] == reward) & c["k"].isin(["2", "3", "4"])]["pearson_r"].isna().all()
+    data = paths["fig_alignment"].read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 20_000
+    md = paths["summary"].read_text()
+    head = "### Does the gain track the base model's pass@k? (model–task alignment)\n\n"
+    assert md.index("## Findings in plain words") < md.index(head) < md.index("## Gain over the base model")
+    para = md.split(head, 1)[1].split("\n", 1)[0]
+    assert para.startswith("Wu et al. (2025) report that spurious rewards help only where")
+    r = c[(c["reward"] == "random") & (c["k"] == "max")].iloc[0]
+    assert f"random (spurious): Pearson r = {r['pearson_r']:+.2f} [95% CI bootstrap {r['pearson_low']:+.2f}" in para
+    assert "With only 4 cells these intervals are wide" in para and "(figures/alignment.png)" in para
+    assert "arith k=1, arith_avg4 k=4" in para

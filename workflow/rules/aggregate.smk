@@ -67,6 +67,13 @@ rule aggregate_results:
         summary=report(paths.results(paths.AGGREGATE["summary"]), caption="../report/summary.rst", category="Summary"),
         dvc_metrics=paths.results(paths.AGGREGATE["dvc_metrics"]),
         dvc_plot=paths.results(paths.AGGREGATE["dvc_plot"]),
+        alignment=paths.results(paths.AGGREGATE["alignment"]),
+        alignment_corr=paths.results(paths.AGGREGATE["alignment_corr"]),
+        fig_alignment=report(
+            paths.results(paths.AGGREGATE["fig_alignment"]),
+            caption="../report/alignment.rst",
+            category="Figures",
+        ),
     log:
         "logs/aggregate_results.log",
     benchmark:

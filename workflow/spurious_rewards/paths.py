@@ -78,6 +78,9 @@ AGGREGATE: dict[str, str] = {
     "fig_contamination": "figures/audit_contamination.png",
     "fig_baselines": "figures/audit_baselines.png",
     "fig_clip_probe": "figures/audit_clip_probe.png",
+    "alignment": "aggregate/alignment.csv",
+    "alignment_corr": "aggregate/alignment_correlation.csv",
+    "fig_alignment": "figures/alignment.png",
 }
 
 

@@ -19,6 +19,9 @@ and writes, under ``out_dir``::
                                   base model is its own cell and step 0 of every run cell
     aggregate/transitions.csv     Code/Lang transitions of each problem's first sample (i == 0),
                                   base -> final step, per run (scope "run") and over seeds ("mean")
+    aggregate/alignment.csv, aggregate/alignment_correlation.csv, figures/alignment.png
+                                  base pass@k vs each reward's gain per (model, benchmark) and
+                                  their correlation with a bootstrap CI (alignment.py)
     figures/*.png                 accuracy / code frequency vs step, clipping ablation, transitions
     summary.md                    findings in plain words, the gains table with CIs (and the paper's
                                   numbers for study: paper), the audit: rendered by report.py
@@ -60,6 +63,7 @@ import pandas as pd
 from .. import config as cfgmod
 from .. import io, provenance, stats
 from .. import paths as paths_mod
+from . import alignment as align
 from . import audit_tables as audit
 from . import classify, figures, report, samples
 
@@ -650,9 +654,12 @@ def aggregate(
         "train": len(trains[RUN_KEYS].drop_duplicates()) if len(trains) else 0,
         "expected": sum(1 for _ in cfgmod.runs(config)),
     }
+    # model-task alignment: base pass@k against each reward's gain (alignment.py)
+    alignment_md = align.write_alignment(config, res, ix, paths, n_boot=n_boot, seed=seed, alpha=alpha)
     mech = report.mechanism_section(config, res, out, paths["summary"].parent)
     report.write_summary(ix, trans, config, paths, audit=audit_md, n_boot=n_boot, seed=seed, alpha=alpha,
-                         paper=paper, found=found, paper_for_findings=known, mechanism=mech)
+                         paper=paper, found=found, paper_for_findings=known, alignment=alignment_md,
+                         mechanism=mech)
     write_dvc_files(ix, config, paths)
     # every table, figure and the summary records what produced it (the config hash
     # stands in for the config; summary.md also lists it). Written last: a kill before

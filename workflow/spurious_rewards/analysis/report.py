@@ -601,9 +601,10 @@ def _final_step(ix: StatIndex, main: str) -> int | None:
 def summary_context(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str, Path], *, audit: dict,
                     n_boot: int, seed: int, alpha: float, paper: pd.DataFrame | None, found: dict[str, int],
                     prov: dict, paper_for_findings: pd.DataFrame | None = None,
-                    mechanism: dict | None = None) -> dict:
+                    alignment: dict | None = None, mechanism: dict | None = None) -> dict:
     """Everything the template shows. ``paper`` adds the paper columns (study: paper only);
-    ``paper_for_findings`` is what the findings compare with (every study)."""
+    ``paper_for_findings`` is what the findings compare with (every study); ``alignment`` is
+    :func:`alignment.summary_section`'s paragraph (None: not shown)."""
     main = next(iter(cfg["benchmarks"]))
     level = f"{100 * (1 - alpha):g}%"
     final = _final_step(ix, main)
@@ -613,6 +614,7 @@ def summary_context(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[s
         "final": final if final is not None else "–", "seeds": ", ".join(map(str, cfg["seeds"])), "found": found,
         "level": level, "n_boot": n_boot, "paper": paper is not None,
         "findings": findings(ix, trans, cfg, paper_for_findings),
+        "alignment": alignment,
         "gains": gains_table(ix, cfg, paper, level),
         "every_benchmark": every_benchmark_table(ix, cfg),
         "ablation": ablation_table(ix, cfg, level),
@@ -627,11 +629,12 @@ def summary_context(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[s
 
 def write_summary(ix: StatIndex, trans: pd.DataFrame, cfg: dict, paths: dict[str, Path], *, audit: dict,
                   n_boot: int, seed: int, alpha: float, paper: pd.DataFrame | None, found: dict[str, int],
-                  paper_for_findings: pd.DataFrame | None = None, mechanism: dict | None = None) -> None:
+                  paper_for_findings: pd.DataFrame | None = None, alignment: dict | None = None,
+                  mechanism: dict | None = None) -> None:
     """Render results/summary.md (atomically)."""
     prov = provenance.record(cfgmod.config_hash(cfg), None)
     text = render(summary_context(ix, trans, cfg, paths, audit=audit, n_boot=n_boot, seed=seed, alpha=alpha,
                                   paper=paper, found=found, prov=prov, paper_for_findings=paper_for_findings,
-                                  mechanism=mechanism))
+                                  alignment=alignment, mechanism=mechanism))
     with io.atomic_output(paths["summary"]) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
