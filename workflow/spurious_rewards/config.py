@@ -284,7 +284,8 @@ def _audit_references(cfg: dict) -> list[str]:
     check("clip_probe.models", a["clip_probe"]["models"], cfg["models"], "model")
     m = a["mechanism"]
     check("mechanism.models", m["models"], cfg["models"], "model")
-    check("mechanism.check.reward", [m["check"]["reward"]], cfg["rewards"], "reward")
+    if m["enabled"] and m["check"]["enabled"]:  # a config without that reward may leave the map's checks off
+        check("mechanism.check.reward", [m["check"]["reward"]], cfg["rewards"], "reward")
     rollout = (a["clip_probe"]["prompts_per_rollout"] or cfg["grpo"]["prompts_per_rollout"]) * cfg["grpo"]["group_size"]
     for u in m["updates"]:
         if rollout % u:
