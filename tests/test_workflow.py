@@ -73,6 +73,8 @@ def test_paper_config_plans_the_full_grid(tmp_path):
     assert counts["audit_contamination"] == counts["evaluate_baselines"] == 10
     # the probe only where a full-parameter fp32 step fits one 80 GB GPU
     assert counts["probe_clip_bias"] == len(cfg["audit"]["clip_probe"]["models"]) == 4
+    # the mechanism map on the same models (those the memory plan fits on one GPU): 16 cells each
+    assert counts["probe_mechanism"] == 4 * 16 and counts["aggregate_mechanism"] == 1
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
 
 
@@ -85,6 +87,9 @@ def test_paper_config_plans_the_full_grid(tmp_path):
         (lambda c: c["rewards"]["format"].__setitem__("spec", "format AND pyhton"), "pyhton"),
         (lambda c: c.__setitem__("backend", "verl"), "allowed values: trl, openrlhf"),
         (lambda c: c["models"]["toy-nocode"].update(path="Qwen/Qwen2.5 Math", organism=None), "nor a hub id"),
+        # a local folder (by its form) that is not there: refused before any job, not inside one
+        (lambda c: c["models"]["toy-nocode"].update(path="models/local/my-7b", organism=None),
+         "'models/local/my-7b' is a local path, but no such folder exists"),
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path, edit, expected):

@@ -24,6 +24,9 @@ try:
     config.clear()
     config.update(_resolved)
     cfgmod.validate(config)
+    _missing = cfgmod.missing_local_models(config)  # relative to the work dir, before any job
+    if _missing:
+        raise cfgmod.ConfigError("invalid config:\n  - " + "\n  - ".join(_missing))
 except cfgmod.ConfigError as exc:
     # name the user's file(s): Snakemake itself points at this line of common.smk
     files = ", ".join(map(str, workflow.configfiles)) or "config.yaml"

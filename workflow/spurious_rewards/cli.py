@@ -43,6 +43,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from . import config
 
     cfg = config.load(args.configfile)
+    missing = config.missing_local_models(cfg)  # relative to here, as Snakemake run from here reads them
+    if missing:
+        raise config.ConfigError("invalid config:\n  - " + "\n  - ".join(missing))
     runs = list(config.runs(cfg))
     chain = config.extends_chain(args.configfile)
     print(

@@ -188,6 +188,31 @@ def coerce_numbers(instance: Any, schema: dict, root: dict) -> None:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?$")
 
 
+def _looks_local(path: str) -> bool:
+    """A path no hub id can be: absolute, ./ or ../ or ~, a trailing slash, or more than one '/'."""
+    return path.startswith(("/", "./", "../", "~")) or path.endswith("/") or path.count("/") > 1
+
+
+def missing_local_models(cfg: dict, root: str | os.PathLike[str] = ".") -> list[str]:
+    """Models whose path is a local folder (by its form) that does not exist under ``root``.
+
+    Not part of :func:`validate`, which also checks specs inside jobs and configs read from
+    elsewhere (a test, another work dir), where a relative path means another folder: the
+    Snakefile calls it with the work dir before planning, and so does ``spurious check-config``.
+    Organisms are skipped: their folder is built by the build_organism rule.
+    """
+    out = []
+    for name, m in cfg["models"].items():
+        path = os.path.expanduser(str(m["path"]))
+        if m.get("organism") or not _looks_local(str(m["path"])):
+            continue
+        full = Path(path) if os.path.isabs(path) else Path(root) / path
+        if not full.is_dir():
+            out.append(f"models.{name}.path: {m['path']!r} is a local path, but no such folder exists "
+                       f"(under {Path(root).resolve()}); a hub id is owner/name")
+    return out
+
+
 def _model_problems(cfg: dict) -> list[str]:
     """A model path that is not a local folder (here, or later: an organism, a work dir's path) must
     at least be a well-formed hub id, or the job would fail at download time."""
@@ -196,8 +221,7 @@ def _model_problems(cfg: dict) -> list[str]:
         path = str(m["path"])
         if m.get("organism") or Path(path).exists():
             continue
-        looks_local = path.startswith(("/", "./", "../", "~")) or path.endswith("/") or path.count("/") > 1
-        if not looks_local and not _HUB_ID.match(path):
+        if not _looks_local(path) and not _HUB_ID.match(path):
             problems.append(f"models.{name}.path: {path!r} is neither an existing local folder nor a hub id "
                             "(owner/name: letters, digits, '.', '_', '-')")
     return problems
