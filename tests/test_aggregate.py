@@ -35,7 +35,7 @@ def study(planted_study) -> tuple[dict, Path, dict[str, Path]]:
 
 def test_all_outputs_are_written(study) -> None:
     _, root, paths = study
-    assert set(paths) == set(layout.aggregate_outputs(root))
+    assert set(paths) == set(layout.aggregate_outputs(root, study[0]["models"]))
     for p in paths.values():
         assert p.is_file() and p.stat().st_size > 0, p
     # atomic writes leave no temporaries behind
@@ -192,11 +192,14 @@ def test_audit_tables_verdict_and_summary(study) -> None:
 
 def test_dvc_files(study) -> None:
     _, _, paths = study
-    metrics = json.loads(paths["dvc_metrics"].read_text())
+    # one file per model: `dvc metrics show` prints one row per model
+    metrics = json.loads(paths["dvc_metrics/toy-nocode"].read_text())
+    assert paths["dvc_metrics/toy-nocode"].parent.name == "metrics"
     st = pd.read_csv(paths["summary_stats"])
     want = st.query("model == 'toy-nocode' and reward == 'random' and variant == 'no_clip' "
                     "and benchmark == 'arith' and metric == 'gain' and step == 20")["mean"].item()
-    assert metrics["toy-nocode/random/no_clip/gain"] == pytest.approx(want, abs=1e-4)
+    assert metrics["random/no_clip"] == pytest.approx(want, abs=1e-4)
+    assert list(metrics) == ["base_accuracy", "ground_truth", "random", "random/no_clip"]
     assert all(isinstance(v, float) for v in metrics.values())
     plot = pd.read_csv(paths["dvc_plot"])
     assert list(plot.columns) == ["step", "model", "reward", "accuracy"]
@@ -209,7 +212,8 @@ def test_deterministic_and_parallel_reading_agrees(study, tmp_path: Path) -> Non
     cfg, root, paths = study
     out = tmp_path / "again"
     again = aggregate.aggregate(cfg, out, results_dir=root, n_boot=400, workers=2)
-    for key in ("metrics", "summary_stats", "transitions", "dvc_metrics", "dvc_plot", "verdict", "baselines"):
+    for key in ("metrics", "summary_stats", "transitions", "dvc_metrics/toy-nocode", "dvc_plot", "verdict",
+                "baselines"):
         assert again[key].read_bytes() == paths[key].read_bytes(), key
 
 

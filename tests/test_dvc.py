@@ -64,7 +64,7 @@ def test_dvc_yaml_matches_the_workflow_and_config():
             # directories Snakemake fills job by job must survive DVC's pre-run cleanup
             if name != "aggregate":
                 assert opts.get("persist") is True, (name, opath)
-    assert spec["metrics"] == ["results/metrics.json"]
+    assert spec["metrics"] == ["results/metrics"]
     assert "results/plots/accuracy.csv" in [next(iter(p)) if isinstance(p, dict) else p for p in spec["plots"]]
 
 
@@ -156,14 +156,18 @@ def test_metrics_and_plots_show(toy_study, tmp_path):
     repo = toy_study.repo
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     # one entry per revision; the workspace's key is "" in dvc 3.67
-    metrics = next(iter(shown.values()))["data"]["results/metrics.json"]["data"]
-    assert f"{toy_study.model}/base/accuracy" in metrics
+    mfile = f"results/metrics/{toy_study.model}.json"
+    metrics = next(iter(shown.values()))["data"][mfile]["data"]
+    assert "base_accuracy" in metrics
     for reward in ("ground_truth", "random"):
-        assert -1.0 <= metrics[f"{toy_study.model}/{reward}/clip/gain"] <= 1.0
+        assert -1.0 <= metrics[reward] <= 1.0
+    # the table a person reads: a row per model file, a column per metric
+    table = dvc(repo, "metrics", "show").stdout.splitlines()
+    assert table[0].split()[:3] == ["Path", "base_accuracy", "ground_truth"] and table[1].startswith(mfile)
     # metrics are `cache: false`, i.e. in git: diffing against a commit needs no pull
     diff = json.loads(dvc(repo, "metrics", "diff", "HEAD", "--all", "--json").stdout)
-    old = {k: v.get("old") for k, v in diff.get("results/metrics.json", {}).items()}
-    assert old == metrics, "results/metrics.json is not in the last commit (is it git-ignored?)"
+    old = {k: v.get("old") for k, v in diff.get(mfile, {}).items()}
+    assert old == metrics, f"{mfile} is not in the last commit (is it git-ignored?)"
     plots = json.loads(dvc(repo, "plots", "show", "--json").stdout)["data"]
     # the accuracy curves through .dvc/plots/accuracy_by_run.json: one line per (model, reward)
     curve = plots["results/plots/accuracy.csv"][0]["content"]

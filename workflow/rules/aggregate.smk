@@ -65,7 +65,7 @@ rule aggregate_results:
         contamination=paths.results(paths.AGGREGATE["contamination"]),
         clip_probe=paths.results(paths.AGGREGATE["clip_probe"]),
         summary=report(paths.results(paths.AGGREGATE["summary"]), caption="../report/summary.rst", category="Summary"),
-        dvc_metrics=paths.results(paths.AGGREGATE["dvc_metrics"]),
+        dvc_metrics=[paths.results(paths.DVC_METRICS, model=m) for m in config["models"]],
         dvc_plot=paths.results(paths.AGGREGATE["dvc_plot"]),
         alignment=paths.results(paths.AGGREGATE["alignment"]),
         alignment_corr=paths.results(paths.AGGREGATE["alignment_corr"]),

@@ -329,6 +329,7 @@ def get_final_outputs():
     outputs += audit_outputs()
     outputs += mechanism_outputs()
     outputs += [
-        paths.results(paths.AGGREGATE[k]) for k in ("summary", "metrics", "dvc_metrics", "dvc_plot")
+        paths.results(paths.AGGREGATE[k]) for k in ("summary", "metrics", "dvc_plot")
     ]
+    outputs += [paths.results(paths.DVC_METRICS, model=m) for m in config["models"]]
     return outputs

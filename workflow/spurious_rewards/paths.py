@@ -8,6 +8,7 @@ the layout is spelled out here and nowhere else.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 RESULTS = "results"
@@ -69,7 +70,6 @@ AGGREGATE: dict[str, str] = {
     "fig_clip": "figures/clip_ablation.png",
     "fig_transitions": "figures/transitions.png",
     "summary": "summary.md",
-    "dvc_metrics": "metrics.json",
     "dvc_plot": "plots/accuracy.csv",
     "verdict": "aggregate/verdict.csv",
     "baselines": "aggregate/baselines.csv",
@@ -101,9 +101,20 @@ def under(root: str | os.PathLike[str], pattern: str, **wildcards: object) -> Pa
     return Path(root) / fill(pattern, **wildcards)
 
 
-def aggregate_outputs(root: str | os.PathLike[str]) -> dict[str, Path]:
-    """Every file the aggregation writes, by name, under ``root``."""
-    return {name: Path(root) / rel for name, rel in AGGREGATE.items()}
+#: `dvc metrics show` reads this folder: one file per model, one row per model in its table
+DVC_METRICS = "metrics/{model}.json"
+
+
+def dvc_metrics_key(model: str) -> str:
+    """The name of a model's DVC metrics file among :func:`aggregate_outputs`."""
+    return f"dvc_metrics/{model}"
+
+
+def aggregate_outputs(root: str | os.PathLike[str], models: Iterable[str] = ()) -> dict[str, Path]:
+    """Every file the aggregation writes, by name, under ``root`` (``models``: a DVC metrics file each)."""
+    out = {name: Path(root) / rel for name, rel in AGGREGATE.items()}
+    out.update({dvc_metrics_key(m): Path(root) / fill(DVC_METRICS, model=m) for m in models})
+    return out
 
 
 class _Partial(dict):

@@ -546,27 +546,32 @@ def plot_transitions(trans: pd.DataFrame, cfg: dict, benchmark: str, path: Path)
 
 
 def write_dvc_files(ix: StatIndex, cfg: dict, paths: dict[str, Path]) -> None:
-    """metrics.json (final gain on the main benchmark per model/reward/variant) and plots/accuracy.csv."""
+    """metrics/<model>.json and plots/accuracy.csv.
+
+    One metrics file per model, so ``dvc metrics show`` prints one row per model: its base
+    accuracy on the main benchmark and, per reward, the gain at the final step (a reward's
+    main variant under the reward's name, other variants as ``reward/variant``).
+    """
     main = next(iter(cfg["benchmarks"]))
-    metrics: dict[str, float] = {}
     plot_rows = []
     for model in cfg["models"]:
+        metrics: dict[str, float] = {}
         base = ix.base(model, main, "accuracy")
         if base is not None:
-            metrics[f"{model}/base/accuracy"] = round(float(base["mean"]), 4)
+            metrics["base_accuracy"] = round(float(base["mean"]), 4)
         for reward, rspec in cfg["rewards"].items():
             for v in rspec["variants"]:
                 step = ix.final_step(model, reward, v, main)
                 if step is None:
                     continue
                 gain = ix.at(model, reward, v, main, "gain", step)
-                if gain is not None and not math.isnan(gain["mean"]):
-                    metrics[f"{model}/{reward}/{v}/gain"] = round(float(gain["mean"]), 4)
                 label = reward if v == cfgmod.main_variant(rspec) else f"{reward}/{v}"
+                if gain is not None and not math.isnan(gain["mean"]):
+                    metrics[label] = round(float(gain["mean"]), 4)
                 s = ix.series(model, reward, v, main, "accuracy")
                 plot_rows += [{"step": int(a), "model": model, "reward": label, "accuracy": round(float(b), 6)}
                               for a, b in zip(s["step"], s["mean"], strict=True)]
-    io.write_json(metrics, paths["dvc_metrics"])
+        io.write_json(metrics, paths[paths_mod.dvc_metrics_key(model)])
     plot = pd.DataFrame(plot_rows, columns=["step", "model", "reward", "accuracy"])
     with io.atomic_output(paths["dvc_plot"]) as tmp:
         plot.to_csv(tmp, index=False, lineterminator="\n")
@@ -598,7 +603,7 @@ def aggregate(
         alpha = float(config.get("audit", {}).get("verdict", {}).get("alpha", 0.05))
     out = Path(out_dir)
     res = Path(results_dir) if results_dir is not None else out
-    paths = paths_mod.aggregate_outputs(out)
+    paths = paths_mod.aggregate_outputs(out, config["models"])
     seed = int(config.get("evaluation", {}).get("seed", 0) if seed is None else seed)
     main = next(iter(config["benchmarks"]))
 
