@@ -543,11 +543,17 @@ def test_shell_metacharacters_in_config_reach_the_command_as_one_argument(tmp_pa
     for m in cfg["models"].values():
         m["organism"] = None  # a real (not built) model: its path goes straight into the commands
     cfg["models"]["toy-qwen-math"]["path"] = evil
+    # local model folders must exist before any job (config check): the evil one, and the shipped organisms
+    Path(evil).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "workflow").symlink_to(ROOT / "workflow")
     conf = tmp_path / "evil.yaml"
     conf.write_text(yaml.safe_dump(cfg))
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "-n", "-p",
-                          "--configfile", str(conf), "--directory", str(tmp_path), "evaluate_all"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    try:
+        res = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "-n", "-p",
+                              "--configfile", str(conf), "--directory", str(tmp_path), "evaluate_all"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    finally:
+        Path(evil).rmdir()
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     commands = [line.split("Shell command:", 1)[1].strip() for line in res.stdout.splitlines()
                 if "Shell command: spurious " in line]
