@@ -45,13 +45,18 @@ def test_cells_are_the_product_of_the_axes_with_lr_resolved():
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("updates", [3], "audit.mechanism.updates: 3 must divide the probe's rollout of 8"),
     ("epsilon_high", [0.1], "audit.mechanism.epsilon_high: 0.1 is below epsilon [0.2]"),
-    ("models", ["toy-llama"], "audit.mechanism.models: 'toy-llama' is not a model"),
 ])
 def test_bad_map_settings_fail_before_any_job(key, value, message):
     cfg = _map_config()
     cfg["audit"]["mechanism"][key] = value
     with pytest.raises(cfgmod.ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         cfgmod.validate(cfg)
+
+
+def test_unconfigured_map_models_are_skipped_as_a_rewards_models_are():
+    cfg = _map_config()
+    cfg["audit"]["mechanism"]["models"] = ["toy-llama", "toy-qwen-math"]
+    assert cfgmod.mechanism_models(cfgmod.validate(cfg)) == ["toy-qwen-math"]
 
 
 def test_fit_recovers_a_planted_power_law():

@@ -307,7 +307,6 @@ def _audit_references(cfg: dict) -> list[str]:
     check("clip_probe.variants", a["clip_probe"]["variants"], cfg["variants"], "variant")
     check("clip_probe.models", a["clip_probe"]["models"], cfg["models"], "model")
     m = a["mechanism"]
-    check("mechanism.models", m["models"], cfg["models"], "model")
     if m["enabled"] and m["check"]["enabled"]:  # a config without that reward may leave the map's checks off
         check("mechanism.check.reward", [m["check"]["reward"]], cfg["rewards"], "reward")
     rollout = (a["clip_probe"]["prompts_per_rollout"] or cfg["grpo"]["prompts_per_rollout"]) * cfg["grpo"]["group_size"]
@@ -364,7 +363,9 @@ def mechanism_models(cfg: dict) -> list[str]:
     m = cfg["audit"]["mechanism"]
     if not m["enabled"]:
         return []
-    return list(m["models"] or cfg["audit"]["clip_probe"]["models"] or cfg["models"])
+    # names that are not configured models are skipped (as a reward's `models`), so a config cut
+    # down to fewer models stays valid unedited
+    return [n for n in (m["models"] or cfg["audit"]["clip_probe"]["models"] or cfg["models"]) if n in cfg["models"]]
 
 
 def mechanism_lr(cfg: dict, lr: float | None) -> float:
