@@ -552,8 +552,10 @@ def memory_plan(cfg: dict) -> tuple[list[Estimate], list[str]]:
             ests.append(_gen_estimate(cfg, "label_majority_vote", model, a, prompt=prompt,
                                       new=cfg["labelling"]["max_new_tokens"], batch=ev["batch_size"]))
         if aud["baselines"]["enabled"]:
-            ests.append(_gen_estimate(cfg, "evaluate_baselines", model, a,
-                                      prompt=baseline_prompt_tokens(aud["baselines"], prompt, ev["max_new_tokens"]),
+            # no sequence outgrows the model's context (what the engine would cut or refuse)
+            longest = baseline_prompt_tokens(aud["baselines"], prompt, ev["max_new_tokens"])
+            longest = max(prompt, min(longest, a.max_positions - ev["max_new_tokens"]))
+            ests.append(_gen_estimate(cfg, "evaluate_baselines", model, a, prompt=longest,
                                       new=ev["max_new_tokens"], batch=ev["batch_size"]))
         if aud["contamination"]["enabled"]:
             ests.append(_gen_estimate(cfg, "audit_contamination", model, a, prompt=prompt,
