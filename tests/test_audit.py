@@ -363,3 +363,94 @@ def test_contamination_scoring_survives_the_hostile_corpus():
         # a hostile *problem* is scored too (its rest against itself is a perfect copy)
         if remainder.strip():
             assert contamination.score_continuation(remainder, remainder)["exact"]
+
+
+# ----------------------------------------------------------------------------- placeholder prompts, worked shots
+
+
+@pytest.mark.slow
+def test_the_baseline_rule_runs_the_placeholder_prompts_and_shows_worked_shots(workdir):
+    """evaluate_baselines in a real DAG: lipsum and lorem evaluated on an organism; few_shot draws solved examples."""
+    from conftest import run_snakemake, tiny_study
+
+    from spurious_rewards import templates
+
+    cfg = tiny_study(("toy-qwen-math",), audit=True)
+    cfg["datasets"]["arith_test"]["n"] = 6
+    cfg["evaluation"]["max_new_tokens"] = 16
+    cfg["audit"]["baselines"] = {"templates": ["chat", "few_shot", "lipsum", "lorem"], "shots": 2}
+    wd = workdir(cfg)
+    target = "results/audit/baselines/toy-qwen-math/summary.json"
+    res = run_snakemake(wd, "--cores", "1", target, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = io.read_json(wd / target)
+    assert [r["template"] for r in doc["results"]] == ["chat", "few_shot", "lipsum", "lorem"]
+    assert all(r["available"] and r["problems"] == 6 for r in doc["results"])
+    # the training set is generated with solutions: the shots show how, not only what
+    assert doc["few_shot_shows"] == evaluate.FEW_SHOT_WORKED
+    assert all(ex["solution"].endswith(f"\\boxed{{{ex['answer']}}}.") for ex in doc["few_shot_examples"])
+    log = (wd / "logs/evaluate_baselines/toy-qwen-math.log").read_text()
+    assert "showing worked solutions" in log
+    for t in ("lipsum", "lorem"):
+        rows = list(io.iter_jsonl(wd / f"results/audit/baselines/toy-qwen-math/samples/{t}/step0_arith.jsonl.gz"))
+        assert len(rows) == 6
+    # what the model saw: the filler inside its chat template, then the problem
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ORGANISM)
+    prompt = templates.render_prompt(tok, "lipsum", "What is 1+1?")
+    assert prompt.startswith("<|im_start|>user\nLorem ipsum dolor sit amet, consectetuer")
+
+
+def test_few_shot_draws_solved_examples_only_when_there_are_enough(tmp_path):
+    from spurious_rewards.data import synthetic
+
+    probs = synthetic.generate(10, 4)
+    mixed = tmp_path / "mixed.jsonl"
+    io.write_jsonl([p.record("arith", solution=i < 3) for i, p in enumerate(probs)], mixed)
+    ex, shows = evaluate.few_shot_examples(mixed, 3, 0)
+    assert shows == evaluate.FEW_SHOT_WORKED and all("solution" in e for e in ex)
+    assert {e["id"] for e in ex} == {p.id for p in probs[:3]}
+    # four shots but three solved records: answers only, and no example smuggles its solution in
+    ex, shows = evaluate.few_shot_examples(mixed, 4, 0)
+    assert shows == evaluate.FEW_SHOT_ANSWERS and not any("solution" in e for e in ex)
+    # a set without solutions draws exactly as it always did
+    plain = tmp_path / "plain.jsonl"
+    io.write_jsonl([p.record("arith") for p in probs], plain)
+    import random
+
+    from spurious_rewards import data
+
+    assert evaluate.few_shot_examples(plain, 4, 0) == (random.Random(0).sample(data.load_records(plain), 4),
+                                                       evaluate.FEW_SHOT_ANSWERS)
+
+
+def test_the_best_baseline_considers_the_placeholder_prompts(tmp_path):
+    """A placeholder prompt that beats every other template becomes the best baseline the verdict uses."""
+    import pandas as pd
+    from conftest import N_PROBLEMS, build_tree, make_config, write_audit
+
+    from spurious_rewards.analysis import aggregate
+
+    cfg = make_config()
+    assert "lipsum" in cfg["audit"]["baselines"]["templates"]  # in the default study's list
+    build_tree(tmp_path, cfg)
+    write_audit(tmp_path, cfg, np.random.default_rng(1))
+    d = tmp_path / "audit" / "baselines" / "toy-qwen-math"
+    io.write_jsonl(({"id": f"arith/{i}", "i": 0, "response": "r", "pred": "7", "correct": True, "code": False,
+                     "repetition": False, "tokens": 5} for i in range(N_PROBLEMS)),
+                   d / "samples" / "lipsum" / "step0_arith.jsonl.gz")
+    doc = io.read_json(d / "summary.json")
+    doc["results"].append({"template": "lipsum", "benchmark": "arith", "available": True, "accuracy": 1.0,
+                           "code_frequency": 0.0})
+    io.write_json(doc, d / "summary.json")
+    paths = aggregate.aggregate(cfg, tmp_path, n_boot=200)
+    base = pd.read_csv(paths["baselines"])
+    best = base[(base["model"] == "toy-qwen-math") & base["best"].fillna(False).astype(bool)]
+    assert list(best["template"]) == ["lipsum"] and float(best["accuracy"].iloc[0]) == 1.0
+    ver = pd.read_csv(paths["verdict"])
+    qwen = ver[ver["model"] == "toy-qwen-math"]
+    assert set(qwen["best_template"]) == {"lipsum"} and (qwen["best_accuracy"] == 1.0).all()
+    # the other model has no lipsum result: its best is one of its own candidates
+    assert "lipsum" not in set(ver[ver["model"] == "toy-nocode"]["best_template"].dropna())
+    assert "| Model | Benchmark | chat | plain | boxed | r1 | few_shot | lipsum |" in paths["summary"].read_text()

@@ -550,6 +550,74 @@ def test_label_sets_may_carry_the_true_answer(tmp_path):
         data.load_records(bad)
 
 
+# ----------------------------------------------------------------------------- worked solutions
+
+
+def test_hub_solution_column_is_carried_where_the_source_has_one() -> None:
+    fields = {"prompt": "problem", "answer": "answer", "id": None, "solution": "solution"}
+    records = prepare(spec("deepscaler", fields=fields))
+    raw = json.loads((FIX / "deepscaler" / "deepscaler.json").read_text(encoding="utf-8"))
+    assert len(records) == len(raw)
+    for rec, row in zip(records, raw, strict=True):
+        if row["solution"]:
+            assert rec["solution"] == row["solution"]
+        else:  # DeepScaleR's "" = no solution: the record has none, rather than an empty one
+            assert "solution" not in rec
+    assert sum("solution" in r for r in records) == 2
+    # the other fields are exactly those of a load without solutions
+    plain = prepare(spec("deepscaler"))
+    assert [{k: v for k, v in r.items() if k != "solution"} for r in records] == plain
+    # a null mapping means no solutions, as for id
+    assert prepare(spec("deepscaler", fields={**fields, "solution": None})) == plain
+
+
+def test_a_configured_solution_column_missing_from_the_file_names_file_and_field(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "math.jsonl", [{"problem": "What is 1+1?", "answer": "2"}])
+    with pytest.raises(DataError) as exc:
+        prepare(hub_file_spec(path, fields={"prompt": "problem", "answer": "answer", "solution": "solution"}))
+    msg = str(exc.value)
+    assert str(path) in msg and "column 'solution' (for 'solution') not found" in msg
+    assert "available columns: problem, answer" in msg and exc.value.field == "solution"
+
+
+def test_solutions_survive_the_file_roundtrip_and_must_be_strings(tmp_path: Path) -> None:
+    fields = {"prompt": "problem", "answer": "answer", "id": None, "solution": "solution"}
+    out = tmp_path / "ds.jsonl"
+    prepare_to_file(spec("deepscaler", fields=fields), out)
+    assert load_records(out) == prepare(spec("deepscaler", fields=fields))
+    bad = write_lines(tmp_path / "bad.jsonl", [{"id": "a", "prompt": "p", "answer": "1", "source": "s",
+                                                "solution": ["not", "text"]}])
+    with pytest.raises(DataError, match="must be a string") as exc:
+        load_records(bad)
+    assert exc.value.field == "solution"
+
+
+def test_synthetic_solutions_keep_the_answers_and_work_them_out() -> None:
+    base = {"name": "s", "kind": "synthetic", "n": 40, "seed": 3, "split": "train", "level": 3}
+    plain, solved = prepare(base), prepare({**base, "solutions": True})
+    assert [{k: v for k, v in r.items() if k != "solution"} for r in solved] == plain
+    assert all("solution" not in r for r in plain)
+    problems = synthetic.generate(40, 3, level=3, split="train")
+    for rec, prob in zip(solved, problems, strict=True):
+        steps = rec["solution"].split("\n")[0].split(". ")
+        assert len(steps) == len(prob.operands) - 1  # one step per operation
+        assert steps[-1].rstrip(".").endswith(f"= {prob.answer}")  # the last step is the answer itself
+        assert rec["solution"].endswith(f"The answer is \\boxed{{{rec['answer']}}}.")
+        assert "--" not in rec["solution"]  # a negative right operand is bracketed
+    with pytest.raises(DataError, match="solutions"):
+        prepare({**base, "solutions": "yes"})
+
+
+def test_synthetic_steps_evaluate_in_order() -> None:
+    tree = synthetic.Node(op="-", left=synthetic.Node(5),
+                          right=synthetic.Node(op="*", left=synthetic.Node(op="-", left=synthetic.Node(3),
+                                                                           right=synthetic.Node(10)),
+                                               right=synthetic.Node(2)))
+    assert tree.render() == "5-(3-10)*2"
+    assert tree.steps() == ["3-10 = -7", "-7*2 = -14", "5-(-14) = 19"]
+    assert tree.evaluate() == 19
+
+
 # ----------------------------------------------------------------------------- schema = loaders
 
 
@@ -578,7 +646,8 @@ FULL_SPECS: dict[str, dict[str, Any]] = {
     "hub": {**SPECS["aime25"], "description": "AIME 2025, both parts", "source": "aime25", "limit": 20,
             "allow_empty_answer": False, "answer_format": "int_if_integral", "data_dir": None, "revision": None},
     "synthetic": {"kind": "synthetic", "description": "toy", "source": "arith", "limit": 5,
-                  "allow_empty_answer": False, "n": 8, "seed": 1, "level": 2, "split": "test", "id_prefix": "q"},
+                  "allow_empty_answer": False, "n": 8, "seed": 1, "level": 2, "split": "test", "id_prefix": "q",
+                  "solutions": True},
     "one_shot": {"kind": "one_shot", "description": "pi1", "source": "one_shot", "limit": 3,
                  "allow_empty_answer": False, "copies": 4},
 }

@@ -284,3 +284,16 @@ def test_plan_does_not_import_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(ROOT / "workflow"), "PATH": "/usr/bin:/bin"})
     assert proc.stdout.strip().splitlines()[-1] == "False 0", proc.stderr[-2000:]
+
+
+def test_the_baselines_prompt_counts_worked_shots_and_placeholder_filler() -> None:
+    """few_shot: every shot a problem and a worked solution as long as a response; lipsum: its filler."""
+    import math
+
+    from spurious_rewards import templates
+
+    assert plan.baseline_prompt_tokens({"templates": ["chat", "boxed"], "shots": 4}, 100, 50) == 100
+    assert plan.baseline_prompt_tokens({"templates": ["few_shot"], "shots": 4}, 100, 50) == 100 + 4 * 150
+    filler = math.ceil(len(templates.LIPSUM_TEXT + "\n\n") / plan.PLACEHOLDER_CHARS_PER_TOKEN)
+    assert plan.baseline_prompt_tokens({"templates": ["lipsum"], "shots": 4}, 100, 50) == 100 + filler
+    assert plan.baseline_prompt_tokens({"templates": ["lorem"], "shots": 4}, 100, 50) < 100 + filler

@@ -7,9 +7,13 @@ import pytest
 from spurious_rewards.templates import (
     BASELINE_TEMPLATES,
     BOXED_INSTRUCTION,
+    LIPSUM_TEXT,
+    LOREM_TEXT,
+    PLACEHOLDER_TEMPLATES,
     R1_TEMPLATE,
     TEMPLATES,
     TemplateUnavailable,
+    few_shot_solution,
     render_prompt,
     stop_strings,
 )
@@ -92,8 +96,43 @@ EXAMPLES = [{"prompt": "What is 1+2?", "answer": "3"}, {"prompt": "What is 2*5?"
 
 
 def test_baseline_templates_cover_the_audit_set() -> None:
-    assert BASELINE_TEMPLATES == ("chat", "plain", "boxed", "r1", "few_shot", "r1_authors")
+    assert BASELINE_TEMPLATES == ("chat", "plain", "boxed", "r1", "few_shot", "r1_authors", "lipsum", "lorem")
     assert set(TEMPLATES) <= set(BASELINE_TEMPLATES)
+    assert set(PLACEHOLDER_TEMPLATES) <= set(BASELINE_TEMPLATES)
+
+
+def test_the_schema_allows_exactly_the_baseline_templates() -> None:
+    """The config's enum and the renderer's list are one set: no template the config accepts fails to render."""
+    from spurious_rewards import config
+
+    prop = config.load_schema()["properties"]["audit"]["properties"]["baselines"]["properties"]["templates"]
+    assert tuple(prop["items"]["enum"]) == BASELINE_TEMPLATES
+    assert "lipsum" in prop["default"]
+
+
+def test_lipsum_is_the_lipsum_packages_first_paragraph_then_the_problem() -> None:
+    out = render_prompt(NoChatTokenizer(), "lipsum", "What is {x}+1?")
+    assert out == LIPSUM_TEXT + "\n\nWhat is {x}+1?"  # braces kept: substituted verbatim, never str.format
+    # the LaTeX lipsum package's paragraph 1 ("consectetuer", not the classic "consectetur")
+    assert LIPSUM_TEXT.startswith("Lorem ipsum dolor sit amet, consectetuer adipiscing elit. Ut purus elit,")
+    assert LIPSUM_TEXT.endswith("Duis eget orci sit amet orci dignissim rutrum.")
+    assert "\n" not in LIPSUM_TEXT and "  " not in LIPSUM_TEXT
+    assert "boxed" not in out and "step" not in out  # no instruction at all: that is the point
+    assert stop_strings("lipsum") == [] and stop_strings("lorem") == []
+
+
+def test_lorem_is_the_classic_passage_in_the_same_layout() -> None:
+    out = render_prompt(NoChatTokenizer(), "lorem", "What is 2+2?")
+    assert out == LOREM_TEXT + "\n\nWhat is 2+2?"
+    assert LOREM_TEXT.startswith("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod")
+    assert LOREM_TEXT.endswith("id est laborum.") and LOREM_TEXT != LIPSUM_TEXT
+
+
+@pytest.mark.parametrize("template", PLACEHOLDER_TEMPLATES)
+def test_placeholder_prompts_sit_in_the_chat_template(organism_tokenizer, template) -> None:
+    out = render_prompt(organism_tokenizer, template, "What is 37+48?")
+    filler = LIPSUM_TEXT if template == "lipsum" else LOREM_TEXT
+    assert out == f"<|im_start|>user\n{filler}\n\nWhat is 37+48?<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_boxed_inside_chat_template(organism_tokenizer) -> None:
@@ -123,6 +162,28 @@ def test_few_shot_renders_examples_then_problem_and_stops_at_next_problem() -> N
     assert stop_strings("few_shot") == ["\n\nProblem:"]
     with pytest.raises(ValueError, match="at least one example"):
         render_prompt(None, "few_shot", "p")
+
+
+def test_few_shot_shows_worked_solutions_when_the_examples_have_them() -> None:
+    from spurious_rewards.data import synthetic
+
+    solved = [p.record("arith", solution=True) for p in synthetic.generate(2, 0, level=2)]
+    out = render_prompt(None, "few_shot", "What is 5+5?", examples=solved)
+    for ex in solved:
+        # the generator's steps, then its boxed answer: a way of solving, not only the answer
+        assert f"Problem: {ex['prompt']}\nSolution: {ex['solution']}\n\n" in out
+        assert ex["solution"].endswith(f"\\boxed{{{ex['answer']}}}.")
+    assert "The final answer is" not in out
+    assert out.endswith("Problem: What is 5+5?\nSolution:")
+
+
+def test_few_shot_solution_without_a_box_gets_the_answer_and_empty_falls_back() -> None:
+    words = {"prompt": "p", "answer": "7", "solution": "Seven, by counting."}
+    assert few_shot_solution(words) == "Seven, by counting.\nThe final answer is $\\boxed{7}$."
+    boxed = {"prompt": "p", "answer": "7", "solution": "So $x=\\boxed{7}$."}
+    assert few_shot_solution(boxed) == "So $x=\\boxed{7}$."
+    assert few_shot_solution({"prompt": "p", "answer": "7", "solution": "  "}) == "The final answer is $\\boxed{7}$."
+    assert few_shot_solution({"prompt": "p", "answer": "7"}) == "The final answer is $\\boxed{7}$."
 
 
 @pytest.mark.parametrize("template", BASELINE_TEMPLATES)

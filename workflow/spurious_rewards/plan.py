@@ -557,8 +557,10 @@ def memory_plan(cfg: dict) -> tuple[list[Estimate], list[str]]:
             ests.append(_gen_estimate(cfg, "label_majority_vote", model, a, prompt=prompt,
                                       new=cfg["labelling"]["max_new_tokens"], batch=ev["batch_size"]))
         if aud["baselines"]["enabled"]:
-            shots = aud["baselines"]["shots"] if "few_shot" in aud["baselines"]["templates"] else 0
-            ests.append(_gen_estimate(cfg, "evaluate_baselines", model, a, prompt=prompt * (shots + 1),
+            # no sequence outgrows the model's context (what the engine would cut or refuse)
+            longest = baseline_prompt_tokens(aud["baselines"], prompt, ev["max_new_tokens"])
+            longest = max(prompt, min(longest, a.max_positions - ev["max_new_tokens"]))
+            ests.append(_gen_estimate(cfg, "evaluate_baselines", model, a, prompt=longest,
                                       new=ev["max_new_tokens"], batch=ev["batch_size"]))
         if aud["contamination"]["enabled"]:
             ests.append(_gen_estimate(cfg, "audit_contamination", model, a, prompt=prompt,
@@ -568,6 +570,31 @@ def memory_plan(cfg: dict) -> tuple[list[Estimate], list[str]]:
         if model in mapped:
             ests.append(estimate_probe(cfg, model, a, rule="probe_mechanism"))
     return ests, notes
+
+
+#: Characters per token assumed for the placeholder prompts' Latin filler: few, so the
+#: memory plan errs on the large side (BPE vocabularies split Latin more than English).
+PLACEHOLDER_CHARS_PER_TOKEN = 3
+
+
+def baseline_prompt_tokens(bl: dict, prompt: int, new: int) -> int:
+    """The longest prompt of ``evaluate_baselines``: the problem plus its template's extra text.
+
+    few_shot: each of ``shots`` examples is a problem and its solution, a worked one
+    possibly as long as a response (``new``), since whether the shots dataset has
+    solutions is known only once it is prepared; the placeholder prompts add their
+    filler. The other templates add a few dozen tokens at most (inside ``prompt``).
+    """
+    from . import templates
+
+    longest = prompt
+    if "few_shot" in bl["templates"]:
+        longest = max(longest, prompt + bl["shots"] * (prompt + new))
+    for t in templates.PLACEHOLDER_TEMPLATES:
+        if t in bl["templates"]:
+            extra = math.ceil(len(templates.placeholder_text(t, "")) / PLACEHOLDER_CHARS_PER_TOKEN)
+            longest = max(longest, prompt + extra)
+    return longest
 
 
 def _gb(x: float) -> str:

@@ -10,6 +10,12 @@ are per model and applied later); ``answer`` is the label exactly as the source 
 copes); ``source`` is a benchmark tag. This is the format of the authors' own
 ``code/data`` files, so downstream steps never care where a set came from.
 
+Two optional string fields ride along: ``true_answer`` (label sets: the real answer
+behind a majority-vote or incorrect label) and ``solution`` (a worked solution, when the
+source has one: a hub column named by ``fields.solution``, such as DeepScaleR's
+``solution``, or the generator's own with ``solutions: true``). Only the few-shot
+baseline reads ``solution``; a row whose source cell is null or empty has none.
+
 Hub sets, local directories in a hub repo's layout, and single local files all go
 through :func:`datasets.load_dataset`, so the offline fixtures exercise the very code
 path that would download the real data (docs/datasets.md §7).
@@ -42,8 +48,9 @@ log = logging.getLogger(__name__)
 
 #: The fields of a normalized record, in the order they are written.
 RECORD_FIELDS: tuple[str, ...] = ("id", "prompt", "answer", "source")
-#: label sets (majority vote, incorrect) also carry the true answer, for accuracy tracking
-OPTIONAL_FIELDS: tuple[str, ...] = ("true_answer",)
+#: label sets (majority vote, incorrect) also carry the true answer, for accuracy tracking;
+#: sets whose source has worked solutions carry them (the few-shot baseline shows them)
+OPTIONAL_FIELDS: tuple[str, ...] = ("true_answer", "solution")
 
 #: π1 of Wang et al. (One-Shot RLVR), verbatim, with its own instruction suffix (docs/paper-setup.md §3.3).
 ONE_SHOT_PROMPT = (
@@ -235,21 +242,30 @@ def _hub_rows(
                 "answer": _format_answer(row[fields["answer"]], answer_format),
                 "source": source,
             }
+            if "solution" in fields:
+                solution = _as_text(row[fields["solution"]])
+                if solution and solution.strip():  # DeepScaleR: "" where the source has no solution
+                    rec["solution"] = solution
             rows.append(_Row(rec, where, f"row {i}"))
             if limit is not None and len(rows) >= limit:
-                return rows, fields
+                break
+        if limit is not None and len(rows) >= limit:
+            break
+    if "solution" in fields:
+        log.info("%s: %d of %d rows have a worked solution (column '%s')", label,
+                 sum("solution" in r.record for r in rows), len(rows), fields["solution"])
     return rows, fields
 
 
 def _field_map(fields: Any, label: str) -> dict[str, str]:
-    """Validate ``fields``: our field → the source's column; ``id`` may be null (ids from row numbers)."""
+    """Validate ``fields``: our field → the source's column; ``id`` and ``solution`` may be null (none)."""
     if not isinstance(fields, Mapping):
-        raise DataError(label, "must map prompt/answer[/id] to the source's column names", field="fields")
+        raise DataError(label, "must map prompt/answer[/id/solution] to the source's column names", field="fields")
     out: dict[str, str] = {}
     for key, column in fields.items():
-        if key not in ("prompt", "answer", "id"):
-            raise DataError(label, f"unknown target field '{key}' (prompt, answer, id)", field="fields")
-        if column is None and key == "id":
+        if key not in ("prompt", "answer", "id", "solution"):
+            raise DataError(label, f"unknown target field '{key}' (prompt, answer, id, solution)", field="fields")
+        if column is None and key in ("id", "solution"):
             continue
         if not isinstance(column, str) or not column:
             raise DataError(label, f"'{key}' must name a column, got {column!r}", field="fields")
@@ -353,7 +369,10 @@ def _synthetic_rows(spec: Mapping[str, Any], name: str, source: str) -> list[_Ro
         )
     except ValueError as exc:
         raise DataError(label, str(exc)) from exc
-    return [_Row(p.record(source), label, f"row {i}") for i, p in enumerate(problems)]
+    solutions = spec.get("solutions", False)
+    if not isinstance(solutions, bool):
+        raise DataError(label, f"must be true or false, got {solutions!r}", field="solutions")
+    return [_Row(p.record(source, solution=solutions), label, f"row {i}") for i, p in enumerate(problems)]
 
 
 def _one_shot_rows(spec: Mapping[str, Any], source: str) -> list[_Row]:

@@ -8,6 +8,10 @@ the code-style solution can print it and the language-style one can word it).
 Problems are split into ``train`` and ``test`` by a hash of the expression, so a
 test problem can never appear in any training set or pretraining corpus, however
 many problems either side draws, and no file has to know about another.
+
+Every problem also carries a worked solution (:meth:`Node.steps`: one operation at a
+time, innermost first, then the boxed answer), written into a record only when the
+dataset asks for it (``solutions: true``): the few-shot baseline shows it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,19 @@ class Node:
             return a - b
         return a * b
 
+    def steps(self) -> list[str]:
+        """The worked evaluation, one operation per step in evaluation order: ``["3+4 = 7", "7*2 = 14"]``.
+
+        Each step's operands are the values already worked out, so the last step's
+        result is :meth:`evaluate` exactly; a negative right operand is bracketed
+        (``5-(-7) = 12``), never written ``5--7``.
+        """
+        if self.op is None:
+            return []
+        a, b = self.left.evaluate(), self.right.evaluate()  # type: ignore[union-attr]
+        right = f"({b})" if b < 0 else str(b)
+        return [*self.left.steps(), *self.right.steps(), f"{a}{self.op}{right} = {self.evaluate()}"]  # type: ignore[union-attr]
+
     def render(self, parent_op: str | None = None, right_side: bool = False) -> str:
         if self.op is None:
             return str(self.value)
@@ -62,14 +79,22 @@ class ArithmeticProblem:
     kind: str
     operands: tuple[int, ...]
     level: int
+    #: the worked evaluation (:meth:`Node.steps`), its last step ending in ``answer``
+    steps: tuple[str, ...] = ()
 
     @property
     def prompt(self) -> str:
         return f"What is {self.expression}?"
 
-    def record(self, source: str) -> dict:
-        """The normalized dataset record (see :mod:`spurious_rewards.data`)."""
-        return {"id": self.id, "prompt": self.prompt, "answer": str(self.answer), "source": source}
+    @property
+    def solution(self) -> str:
+        """The worked solution: every step, then the boxed answer (the organisms' closing line)."""
+        return " ".join(f"{s}." for s in self.steps) + f"\nThe answer is \\boxed{{{self.answer}}}."
+
+    def record(self, source: str, *, solution: bool = False) -> dict:
+        """The normalized dataset record (see :mod:`spurious_rewards.data`); ``solution`` adds the worked one."""
+        rec = {"id": self.id, "prompt": self.prompt, "answer": str(self.answer), "source": source}
+        return {**rec, "solution": self.solution} if solution else rec
 
 
 def split_of(expression: str) -> str:
@@ -159,6 +184,7 @@ def generate(
                 kind=kind,
                 operands=_leaves(tree),
                 level=level,
+                steps=tuple(tree.steps()),
             )
         )
     return out

@@ -128,16 +128,38 @@ def evaluate(
     return result
 
 
-def few_shot_examples(path: str | Path, shots: int, seed: int) -> list[dict]:
-    """``shots`` records drawn with ``seed`` from a training dataset (never from a benchmark)."""
+#: What the few-shot examples show (``few_shot_shows`` in the baselines summary).
+FEW_SHOT_WORKED, FEW_SHOT_ANSWERS = "worked solutions", "answers only"
+
+
+def few_shot_examples(path: str | Path, shots: int, seed: int) -> tuple[list[dict], str]:
+    """``shots`` records drawn with ``seed`` from a training dataset (never from a benchmark), and what they show.
+
+    Where the dataset has worked solutions (its records' ``solution`` field), the
+    shots are drawn from the records that have one, so the prompt shows how a
+    problem is solved, not only its answer: DeepScaleR has a solution on a minority
+    of rows, and a draw from all rows would mostly miss them. With fewer solved
+    records than ``shots``, the draw is from all records and the examples show
+    answers only (a set without solutions draws exactly as before).
+    """
     records = data.load_records(path)
     if len(records) < shots:
         raise ValueError(f"{path}: {len(records)} records, the few_shot template needs {shots}")
-    return random.Random(seed).sample(records, shots)
+    solved = [r for r in records if (r.get("solution") or "").strip()]
+    if len(solved) >= shots:
+        return random.Random(seed).sample(solved, shots), FEW_SHOT_WORKED
+    if solved:
+        log.warning("%s: only %d records have a worked solution, the few_shot template needs %d: "
+                    "its examples show answers only", path, len(solved), shots)
+    return [{k: v for k, v in r.items() if k != "solution"}
+            for r in random.Random(seed).sample(records, shots)], FEW_SHOT_ANSWERS
 
 
 def evaluate_baselines(spec: dict, *, model_dir: str, out_summary: str | Path, out_samples: str | Path) -> dict:
     """The base model under every baseline template: ``samples/<template>/step0_<benchmark>.jsonl.gz``.
+
+    The summary records the few-shot examples and what they show (``few_shot_shows``:
+    worked solutions or answers only, see :func:`few_shot_examples`).
 
     One engine serves every template (the weights load once). A template the
     tokenizer cannot render is recorded as unavailable, not an error: base Llama
@@ -145,7 +167,10 @@ def evaluate_baselines(spec: dict, *, model_dir: str, out_summary: str | Path, o
     """
     model, ev, bl = spec["model"], spec["evaluation"], spec["baselines"]
     benches = {name: (b, data.load_records(b["data"])) for name, b in spec["benchmarks"].items()}
-    examples = few_shot_examples(bl["shots_data"], bl["shots"], bl["seed"]) if "few_shot" in bl["templates"] else []
+    examples, shows = [], None
+    if "few_shot" in bl["templates"]:
+        examples, shows = few_shot_examples(bl["shots_data"], bl["shots"], bl["seed"])
+        log.info("few_shot: %d examples from %s, showing %s", len(examples), bl["shots_data"], shows)
     engine = generation.make_engine(model_dir, ev["engine"], threads=ev.get("threads"),
                                     batch_size=ev["batch_size"], seed=ev["seed"])
     rows = []
@@ -169,6 +194,6 @@ def evaluate_baselines(spec: dict, *, model_dir: str, out_summary: str | Path, o
                 log.info("%s %s: accuracy %.3f code %.3f", template, name, summary["accuracy"],
                          summary["code_frequency"])
     result = {"model": model["name"], "paper_template": model["template"], "few_shot_examples": examples,
-              "results": rows, "provenance": provenance.provenance(provenance.spec_hash(spec), ev["seed"])}
+              "few_shot_shows": shows, "results": rows, "provenance": provenance.provenance(provenance.spec_hash(spec), ev["seed"])}
     io.write_json(result, out_summary)
     return result
