@@ -150,7 +150,9 @@ def test_paper_clip_probe_fits_micro_batched_and_an_unbatched_one_fails_naming_t
     raw = _paper_raw()
     raw["audit"]["clip_probe"].update(generation_batch=None, micro_batch=64, gradient_checkpointing=False)
     problems = plan.check(_validated(raw))
-    assert problems and all(p.startswith("probe_clip_bias (") for p in problems), problems
+    # the probe and every mechanism-map cell (the same job, the same batching) are refused alike
+    assert problems and all(p.startswith(("probe_clip_bias (", "probe_mechanism (")) for p in problems), problems
+    assert {p.split(" (")[0] for p in problems} == {"probe_clip_bias", "probe_mechanism"}
     probed = {p.split("(")[1].split(",")[0] for p in problems}
     assert probed == set(_paper_raw()["audit"]["clip_probe"]["models"])
     rollout = next(p for p in problems if "Qwen2.5-Math-1.5B, rollout generate" in p)

@@ -254,20 +254,20 @@ def mechanism_cell_outputs():
 
 
 def check_run_spec(wildcards):
-    """A checking run: the check reward under the cell's clipping, updates and lr, for check.steps steps."""
+    """A checking run: the probe's random reward under the cell's clipping, updates and lr, for check.steps steps."""
     cell, chk = MECHANISM_CELLS[wildcards.cell], config["audit"]["mechanism"]["check"]
     cfg = dict(config)
     grpo = cell.grpo(config["grpo"], probe_rollout())
     grpo.update(steps=chk["steps"], save_every=chk["steps"], prompts_per_rollout=probe_rollout() // grpo["group_size"])
-    cfg.update(grpo=grpo, variants=cfgmod.MECHANISM_ARMS)
-    run = cfgmod.Run(wildcards.model, chk["reward"], wildcards.arm, int(wildcards.seed))
+    cfg.update(grpo=grpo, variants=cfgmod.MECHANISM_ARMS, rewards={cfgmod.CHECK_REWARD: cfgmod.check_reward(config)})
+    run = cfgmod.Run(wildcards.model, cfgmod.CHECK_REWARD, wildcards.arm, int(wildcards.seed))
     spec = cfgmod.run_spec(cfg, run)
     spec["run"] = paths.fill(paths.MECHANISM_CHECK_RUN, **wildcards)
     return as_json(spec)
 
 
 def check_training_data(wildcards):
-    return cfgmod.training_data_path(config, wildcards.model, config["audit"]["mechanism"]["check"]["reward"])
+    return data_file(config["training_data"])
 
 
 def check_run_outputs(wildcards):

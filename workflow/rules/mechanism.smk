@@ -61,7 +61,7 @@ checkpoint aggregate_mechanism:
         "spurious aggregate-mechanism --spec {params.spec:q} --results-dir results --out-dir results > {log:q} 2>&1"
 
 
-# A checking run of a flagged cell: the check reward under the cell's settings, arm clip or no_clip.
+# A checking run of a flagged cell: the probe's random reward under the cell's settings, arm clip or no_clip.
 rule train_mechanism_check:
     input:
         model=model_input,

@@ -307,8 +307,6 @@ def _audit_references(cfg: dict) -> list[str]:
     check("clip_probe.variants", a["clip_probe"]["variants"], cfg["variants"], "variant")
     check("clip_probe.models", a["clip_probe"]["models"], cfg["models"], "model")
     m = a["mechanism"]
-    if m["enabled"] and m["check"]["enabled"]:  # a config without that reward may leave the map's checks off
-        check("mechanism.check.reward", [m["check"]["reward"]], cfg["rewards"], "reward")
     rollout = (a["clip_probe"]["prompts_per_rollout"] or cfg["grpo"]["prompts_per_rollout"]) * cfg["grpo"]["group_size"]
     for u in m["updates"]:
         if rollout % u:
@@ -356,6 +354,16 @@ class MechanismCell:
 #: the two arms of every map cell and checking run: the cell's clipping, and an epsilon that never binds
 MECHANISM_ARMS: dict[str, dict] = {"clip": {"clip": True, "one_update": False},
                                    "no_clip": {"clip": False, "one_update": False}}
+
+
+#: the reward name of the checking runs (their reward is the probe's Bernoulli reward, not a config entry)
+CHECK_REWARD = "probe_random"
+
+
+def check_reward(cfg: dict) -> dict:
+    """The checking runs' reward: random(audit.clip_probe.reward_p) on the training data, as the map's draws."""
+    p = cfg["audit"]["clip_probe"]["reward_p"]
+    return {"spec": f"random({p:g})", "labels": "true_labels", "variants": list(MECHANISM_ARMS)}
 
 
 def mechanism_models(cfg: dict) -> list[str]:

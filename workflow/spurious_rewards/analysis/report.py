@@ -325,17 +325,18 @@ def mechanism_section(cfg: dict, res: Path, out: Path, here: Path) -> dict | Non
         return p.read_text(encoding="utf-8").strip() if p.exists() else missing
 
     checks = None
-    if m["check"]["enabled"]:
+    if m["check"]["enabled"] and paths.under(res, paths.MECHANISM_CHECKS["report"]).exists():
         checks = {"text": text(paths.MECHANISM_CHECKS["report"], "_Checking runs not run yet._"),
                   "figure": _rel(out / paths.MECHANISM_CHECKS["figure"], here),
                   "steps": m["check"]["steps"], "seeds": ", ".join(map(str, m["check"]["seeds"]))}
+    ran = paths.under(res, paths.MECHANISM["report"]).exists()  # no links to figures that are not there
     return {
         "text": text(paths.MECHANISM["report"], "_Mechanism map not run yet (target mechanism_all)._"),
         "cells": len(cfgmod.mechanism_cells(cfg)),
         "draws": m["draws"] or cfg["audit"]["clip_probe"]["draws"],
         "figures": [{"title": title, "path": _rel(out / paths.MECHANISM[key], here)} for key, title in (
-            ("fig_map", "Mechanism map"), ("fig_scaling", "Bias vs clipped fraction"))],
-        "tables": [_rel(out / paths.MECHANISM[k], here) for k in ("table", "fit")],
+            ("fig_map", "Mechanism map"), ("fig_scaling", "Bias vs clipped fraction"))] if ran else [],
+        "tables": [_rel(out / paths.MECHANISM[k], here) for k in ("table", "fit")] if ran else [],
         "checks": checks,
     }
 
