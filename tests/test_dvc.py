@@ -93,8 +93,11 @@ def test_stage_deps_cover_the_import_closure_of_their_jobs():
     assert "workflow/spurious_rewards/scoring/rewards.py" in deps["evaluate"]
     assert "workflow/spurious_rewards/resources/paper_numbers.csv" in deps["aggregate"]
     assert all("workflow/spurious_rewards/schemas/config.schema.yaml" in d for d in deps.values())
-    # and the closure is per stage: the figures are the aggregation's alone
-    assert [n for n, d in deps.items() if "workflow/spurious_rewards/analysis/figures.py" in d] == ["aggregate"]
+    # and the closure is per stage: the figures are the aggregation's, and the audit's (the mechanism
+    # map's checkpoint, aggregate_mechanism, runs there: its flagged cells choose the checking runs)
+    assert [n for n, d in deps.items() if "workflow/spurious_rewards/analysis/figures.py" in d] == [
+        "audit", "aggregate"]
+    assert not any("workflow/spurious_rewards/analysis/figures.py" in deps[n] for n in ("data", "train", "evaluate"))
     # --write is a fixpoint that keeps every comment
     assert dvcdeps.rewrite(ROOT) == (ROOT / "dvc.yaml").read_text()
 

@@ -78,7 +78,8 @@ rule probe_clip_bias:
         "--threads {threads} > {log:q} 2>&1"
 
 
-# Phase target: every audit output of the config.
+# Phase target: every audit output of the config, the mechanism map (mechanism.smk) included.
 rule audit_all:
     input:
         audit_outputs(),
+        mechanism_outputs(),
