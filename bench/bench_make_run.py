@@ -16,8 +16,11 @@ checkpoints feed ``evaluate_run``), and every other measured job runs twice, in
 the same session, one right after the other:
 
 * ``before``: the spec patched back to the old defaults (``BEFORE``:
-  ``evaluation.batch_size`` 64, ``audit.clip_probe.draws`` 50);
+  ``audit.clip_probe.draws`` 50; ``--before KEY=VALUE`` adds others, e.g.
+  ``evaluation.batch_size=256`` to try a batch size);
 * ``after``: the command exactly as ``config.yaml`` resolves it.
+
+A job whose spec the ``before`` keys do not change runs once (before = after).
 
 The clip probe is linear in its draws (a fixed start-up plus the same work per
 draw), so it runs at two small draw counts (``--probe-draws``) and its cost at
@@ -27,7 +30,7 @@ another benchmark covers) are not measured; they take a few percent of the study
 A floor is measured too: the CPU seconds of only importing what a training job
 and an evaluation job import (`spurious train` imports TRL).
 
-Run: ``python bench/bench_make_run.py`` (~8 min of CPU on 2 cores; not in
+Run: ``python bench/bench_make_run.py`` (~5 min of CPU, one job at a time; not in
 ``bench/run_all.py``, whose runs it would double). Writes
 ``results/bench/make_run.json`` and prints one line per rule.
 """
@@ -53,7 +56,6 @@ BIN = Path(sys.executable).parent
 
 #: The defaults before the speed change (config key: old value).
 BEFORE = {
-    "evaluation.batch_size": 64,
     "audit.clip_probe.draws": 50,
 }
 
@@ -166,10 +168,13 @@ def main() -> int:
                     help="the two draw counts the clip probe's cost line goes through")
     ap.add_argument("--rules", nargs="*", default=list(RULES), choices=RULES, help="rules to measure")
     ap.add_argument("--cores", type=int, default=2, help="cores of the machine the wall time is projected for")
+    ap.add_argument("--before", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="more settings of the before run (JSON values), e.g. evaluation.batch_size=256")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "make_run.json")
     args = ap.parse_args()
 
+    before = {**BEFORE, **{k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.before)}}
     scratch = Path(tempfile.mkdtemp(prefix="bench-make-run-"))
     t_start, load_start = time.time(), os.getloadavg()
     try:
@@ -212,10 +217,13 @@ def main() -> int:
                 pts = {label: {"cpu_s": round(fixed + per_draw * draws, 1), "draws": draws,
                                "fixed_cpu_s": round(fixed, 2), "per_draw_cpu_s": round(per_draw, 2),
                                "measured": {d1: c1, d2: c2}, "load1_at_start": c1["load1_at_start"]}
-                       for label, draws in (("before", BEFORE["audit.clip_probe.draws"]), ("after", draws_after))}
+                       for label, draws in (("before", before["audit.clip_probe.draws"]), ("after", draws_after))}
                 results[rule] = pts
+            elif _patch(argv, before) == _patch(argv, {}):
+                m = run_cpu(argv, log, scratch)
+                results[rule] = {"before": m, "after": m, "note": "unchanged: measured once"}
             else:
-                results[rule] = {"before": run_cpu(_patch(argv, BEFORE), log, scratch),
+                results[rule] = {"before": run_cpu(_patch(argv, before), log, scratch),
                                  "after": run_cpu(argv, log, scratch)}
             b, a = results[rule]["before"], results[rule]["after"]
             print(f"{rule}: before {b['cpu_s']:.1f} CPU s, after {a['cpu_s']:.1f} CPU s per job "
@@ -237,7 +245,7 @@ def main() -> int:
         "machine": {"platform": platform.platform(), "nproc": os.cpu_count(),
                     "loadavg_start": [round(x, 2) for x in load_start],
                     "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
-        "model": args.model, "before_defaults": BEFORE, "job_counts": counts, "rules": rows,
+        "model": args.model, "before_settings": before, "job_counts": counts, "rules": rows,
         "measured_total_before_cpu_s": round(tot_b, 1), "measured_total_after_cpu_s": round(tot_a, 1),
         "projected_wall_min_before": round(tot_b / args.cores / 60, 1),
         "projected_wall_min_after": round(tot_a / args.cores / 60, 1),

@@ -144,13 +144,15 @@ def test_make_run_bench_patches_the_old_defaults_into_job_specs() -> None:
     argv, log = bm._argv(cmd)
     assert log == "logs/evaluate_base/m.log" and Path(argv[0]).name == "spurious"
     assert argv[-1] == "r/samples" and "a b" in argv and bm._outputs(argv) == ["r/s.json", "r/samples"]
-    patched = json.loads(bm._patch(argv, bm.BEFORE)[argv.index("--spec") + 1])
+    patched = json.loads(bm._patch(argv, {"evaluation.batch_size": 64})[argv.index("--spec") + 1])
     assert patched == {**spec, "evaluation": {"batch_size": 64, "seed": 0}}
+    assert bm._patch(argv, bm.BEFORE) == bm._patch(argv, {})  # no probe key here: the job runs once
     assert json.loads(argv[argv.index("--spec") + 1]) == spec  # the original argv is left alone
     # the labelling spec carries the evaluation batch size at its top level; the probe has its draws
     for job, key, old in (({"batch_size": 256, "samples": 8}, ("batch_size",), 64),
                           ({"probe": {"draws": 30, "seed": 0}}, ("probe", "draws"), 50)):
-        out = json.loads(bm._patch(["spurious", "--spec", json.dumps(job)], bm.BEFORE)[2])
+        out = json.loads(bm._patch(["spurious", "--spec", json.dumps(job)],
+                                   {**bm.BEFORE, "evaluation.batch_size": 64})[2])
         node = out
         for k in key[:-1]:
             node = node[k]
