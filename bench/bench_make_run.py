@@ -25,6 +25,8 @@ A job whose spec the ``before`` keys do not change runs once (before = after).
 The clip probe is linear in its draws (a fixed start-up plus the same work per
 draw), so it runs at two small draw counts (``--probe-draws``) and its cost at
 the configured draws is the straight line through the two, not a 50-draw run.
+The mechanism map's probes (``probe_mechanism``) are measured the same way, every
+cell (their updates per rollout differ), at their own draws, before and after.
 Jobs of other rules (data preparation, organism probes, the aggregation, which
 another benchmark covers) are not measured; they take a few percent of the study.
 A floor is measured too: the CPU seconds of only importing what a training job
@@ -60,7 +62,10 @@ BEFORE = {
 }
 
 RULES = ("train_grpo", "evaluate_run", "evaluate_base", "evaluate_baselines", "probe_clip_bias",
-         "label_majority_vote", "audit_contamination")
+         "probe_mechanism", "label_majority_vote", "audit_contamination")
+#: Probe rules: cost = fixed + per-draw x draws, a line through two small draw counts. The map's
+#: cells differ (updates per rollout), so every probe_mechanism job is measured, not one.
+PROBES = ("probe_clip_bias", "probe_mechanism")
 
 
 def copy_repo(dest: Path) -> None:
@@ -195,8 +200,6 @@ def main() -> int:
                     return _argv(cmd)
             raise RuntimeError(f"no {rule} job for {args.model} in the dry-run")
 
-        probe_argv = pick("probe_clip_bias")[0]
-        draws_after = json.loads(probe_argv[probe_argv.index("--spec") + 1])["probe"]["draws"]
         results: dict[str, dict] = {}
         if "train_grpo" in args.rules or "evaluate_run" in args.rules:
             argv, log = pick("train_grpo")
@@ -206,18 +209,29 @@ def main() -> int:
         for rule in args.rules:
             if rule == "train_grpo":
                 continue
+            if rule == "probe_mechanism" and not any(r == rule for r, _ in jobs):
+                continue  # the map is off in this config
             argv, log = pick(rule)
-            if rule == "probe_clip_bias":
+            if rule in PROBES:
                 d1, d2 = args.probe_draws
-                # the probe's spec has no evaluation.batch_size: one cost line serves both settings
-                c1 = run_cpu(_patch(argv, {"audit.clip_probe.draws": d1}), log, scratch)
-                c2 = run_cpu(_patch(argv, {"audit.clip_probe.draws": d2}), log, scratch)
-                per_draw = (c2["cpu_s"] - c1["cpu_s"]) / (d2 - d1)
-                fixed = c1["cpu_s"] - per_draw * d1
-                pts = {label: {"cpu_s": round(fixed + per_draw * draws, 1), "draws": draws,
-                               "fixed_cpu_s": round(fixed, 2), "per_draw_cpu_s": round(per_draw, 2),
-                               "measured": {d1: c1, d2: c2}, "load1_at_start": c1["load1_at_start"]}
-                       for label, draws in (("before", before["audit.clip_probe.draws"]), ("after", draws_after))}
+                cmds = [_argv(c) for r, c in jobs if r == rule] if rule == "probe_mechanism" else [(argv, log)]
+                pts = {"before": {"cpu_s": 0.0}, "after": {"cpu_s": 0.0}, "jobs_measured": len(cmds), "lines": []}
+                for job_argv, job_log in cmds:
+                    draws = json.loads(job_argv[job_argv.index("--spec") + 1])["probe"]["draws"]
+                    # only the default study's own probe had its draws changed (the map keeps its own)
+                    draws_before = before.get("audit.clip_probe.draws", draws) if rule == "probe_clip_bias" else draws
+                    c1 = run_cpu(_patch(job_argv, {"audit.clip_probe.draws": d1}), job_log, scratch)
+                    c2 = run_cpu(_patch(job_argv, {"audit.clip_probe.draws": d2}), job_log, scratch)
+                    per_draw = (c2["cpu_s"] - c1["cpu_s"]) / (d2 - d1)
+                    fixed = c1["cpu_s"] - per_draw * d1
+                    pts["before"]["cpu_s"] += fixed + per_draw * draws_before
+                    pts["after"]["cpu_s"] += fixed + per_draw * draws
+                    pts["lines"].append({"fixed_cpu_s": round(fixed, 2), "per_draw_cpu_s": round(per_draw, 2),
+                                         "draws_before": draws_before, "draws_after": draws,
+                                         "measured": {d1: c1, d2: c2}})
+                for label in ("before", "after"):
+                    pts[label]["cpu_s"] = round(pts[label]["cpu_s"] / len(cmds), 1)  # per job
+                    pts[label]["load1_at_start"] = pts["lines"][0]["measured"][d1]["load1_at_start"]
                 results[rule] = pts
             elif _patch(argv, before) == _patch(argv, {}):
                 m = run_cpu(argv, log, scratch)
