@@ -131,3 +131,35 @@ def test_floor_row_reports_the_worst_ratio(tmp_path: Path, monkeypatch: pytest.M
         "classification_unflagged": {"responses_per_minute": 1e5}, "aggregation_sizes": [size]}))
     row = next(r for r in ra.figures(quick=True) if r["figure"].startswith("Aggregation vs its I/O floor"))
     assert row["pass"] == "PASS" and "1.30×" in row["measured"]
+
+
+def test_make_run_bench_patches_the_old_defaults_into_job_specs() -> None:
+    """bench_make_run's "before" is the job's own command with only the BEFORE keys of its spec changed."""
+    import yaml
+
+    bm = _load("bench_make_run")
+    spec = {"evaluation": {"batch_size": 256, "seed": 0}, "model": {"name": "m"}}
+    cmd = (f"spurious evaluate --spec '{json.dumps(spec)}' --model-dir 'a b' --out-summary r/s.json "
+           "--out-samples r/samples > logs/evaluate_base/m.log 2>&1")
+    argv, log = bm._argv(cmd)
+    assert log == "logs/evaluate_base/m.log" and Path(argv[0]).name == "spurious"
+    assert argv[-1] == "r/samples" and "a b" in argv and bm._outputs(argv) == ["r/s.json", "r/samples"]
+    patched = json.loads(bm._patch(argv, {"evaluation.batch_size": 64})[argv.index("--spec") + 1])
+    assert patched == {**spec, "evaluation": {"batch_size": 64, "seed": 0}}
+    assert bm._patch(argv, bm.BEFORE) == bm._patch(argv, {})  # no probe key here: the job runs once
+    assert json.loads(argv[argv.index("--spec") + 1]) == spec  # the original argv is left alone
+    # the labelling spec carries the evaluation batch size at its top level; the probe has its draws
+    for job, key, old in (({"batch_size": 256, "samples": 8}, ("batch_size",), 64),
+                          ({"probe": {"draws": 30, "seed": 0}}, ("probe", "draws"), 50)):
+        out = json.loads(bm._patch(["spurious", "--spec", json.dumps(job)],
+                                   {**bm.BEFORE, "evaluation.batch_size": 64})[2])
+        node = out
+        for k in key[:-1]:
+            node = node[k]
+        assert node[key[-1]] == old
+    # every patched key is a real setting of config.yaml
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for key in bm.BEFORE:
+        node = cfg
+        for k in key.split("."):
+            node = node[k]
