@@ -454,3 +454,16 @@ def test_the_best_baseline_considers_the_placeholder_prompts(tmp_path):
     # the other model has no lipsum result: its best is one of its own candidates
     assert "lipsum" not in set(ver[ver["model"] == "toy-nocode"]["best_template"].dropna())
     assert "| Model | Benchmark | chat | plain | boxed | r1 | few_shot | lipsum |" in paths["summary"].read_text()
+
+
+def test_baselines_take_their_own_sample_count_at_most_the_benchmarks():
+    from spurious_rewards import config as cfgmod
+
+    cfg = cfgmod.load(ROOT / "config.yaml")
+    assert cfg["audit"]["baselines"]["samples"] == 1 and cfg["benchmarks"]["arith"]["samples"] == 4
+    b = cfgmod.baseline_benchmark(cfg, "arith")
+    assert (b["samples"], b["pass_at"], b["temperature"]) == (1, [1], 1.0)
+    cfg["audit"]["baselines"]["samples"] = 9  # never more than the benchmark's own
+    assert cfgmod.baseline_benchmark(cfg, "arith") == cfg["benchmarks"]["arith"]
+    cfg["audit"]["baselines"]["samples"] = None
+    assert cfgmod.baseline_benchmark(cfg, "arith") == cfg["benchmarks"]["arith"]

@@ -187,7 +187,7 @@ def baselines_spec(wildcards):
         {
             "model": {"name": wildcards.model, **config["models"][wildcards.model]},
             "benchmarks": {
-                b: {**benches[b], "data": data_file(benches[b]["dataset"])}
+                b: {**cfgmod.baseline_benchmark(config, b), "data": data_file(benches[b]["dataset"])}
                 for b in cfgmod.baseline_benchmarks(config)
             },
             "baselines": {**config["audit"]["baselines"], "shots_data": data_file(shots_dataset())},

@@ -407,6 +407,17 @@ def baseline_benchmarks(cfg: dict) -> list[str]:
     return cfg["audit"]["baselines"]["benchmarks"] or [verdict_benchmark(cfg)]
 
 
+def baseline_benchmark(cfg: dict, name: str) -> dict:
+    """Benchmark ``name`` as the baselines evaluate it: ``audit.baselines.samples`` per problem (at most
+    the benchmark's own), pass_at values above that dropped."""
+    b = dict(cfg["benchmarks"][name])
+    n = cfg["audit"]["baselines"].get("samples")
+    if n is not None and n < b["samples"]:
+        b["samples"] = int(n)
+        b["pass_at"] = [k for k in b["pass_at"] if k <= n] or [1]
+    return b
+
+
 def contamination_datasets(cfg: dict) -> list[str]:
     """Datasets the contamination audit covers (default: every benchmark's dataset, in config order)."""
     named = cfg["audit"]["contamination"]["datasets"]

@@ -872,7 +872,9 @@ def cost_plan(cfg: dict) -> list[Cost]:
     if aud["baselines"]["enabled"]:
         c = Cost("evaluate_baselines", cpu=not gpu_jobs, jobs=len(archs))
         names = cfgmod.baseline_benchmarks(cfg)
-        resp = sum(bench_resp[b] or 0 for b in names) * len(aud["baselines"]["templates"])
+        # audit.baselines.samples per problem (config.baseline_benchmark), not the benchmark's own
+        resp = sum((dataset_rows(cfg, cfg["benchmarks"][b]["dataset"]) or 0) * cfgmod.baseline_benchmark(cfg, b)["samples"]
+                   for b in names) * len(aud["baselines"]["templates"])
         for m in archs:
             c.gen_tokens += resp * resp_eval
             c.gpu_hours += gen_hours(m, resp * resp_eval, hf) + JOB_STARTUP_S / 3600
