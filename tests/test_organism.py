@@ -83,9 +83,9 @@ def test_saved_tokenizer_chat_template_like_qwen(tok, tmp_path: Path) -> None:
 def test_prompt_tokens_are_a_prefix_of_the_training_sequence(tok) -> None:
     """Training concatenates prompt and completion ids; that must equal tokenizing the whole text."""
     rng = random.Random(0)
-    cfg = org.resolve_config("toy-qwen-math")
-    for p in synthetic.generate(50, 1):
-        prompt, sol = org.chatml_prompt(p.prompt), org.sample_solution(p, cfg, rng).text
+    cfgs = [org.resolve_config(f) for f in ("toy-qwen-math", "toy-qwen-spread")]
+    for i, p in enumerate(synthetic.generate(100, 1)):
+        prompt, sol = org.chatml_prompt(p.prompt), org.sample_solution(p, cfgs[i % 2], rng).text
         whole = tok(prompt + sol, add_special_tokens=False)["input_ids"]
         parts = (
             tok(prompt, add_special_tokens=False)["input_ids"]
@@ -112,13 +112,15 @@ def test_resolve_config() -> None:
 def _check_consistent(sol: org.Solution, problem: synthetic.ArithmeticProblem) -> None:
     assert org_probe.boxed_integer(sol.text) == sol.value
     assert (sol.value == problem.answer) == sol.correct
+    assert sol.text.startswith(sol.preamble)  # "" unless style_tokens: spread
+    body = sol.text[len(sol.preamble) :]
     if sol.style == "code":
-        assert sol.text.startswith(
+        assert body.startswith(
             f"```python\nprint({problem.expression})\n```\n```output\n{sol.value}\n```\n"
         )
         assert style.is_code(sol.text)
     else:
-        step = sol.text.split("\n")[0]
+        step = body.split("\n")[0]
         assert step.endswith(f" {sol.value}."), sol.text
         assert not style.is_code(sol.text)
     if not sol.correct:
@@ -147,7 +149,7 @@ def test_corpus_mix_matches_config(family: str) -> None:
     openers: dict[str, set[str]] = {}
     for s, p in zip(sols, problems, strict=True):
         if s.style == "language":
-            first = s.text.split()[0]
+            first = s.text[len(s.preamble) :].split()[0]
             openers.setdefault(p.kind, set()).add("N" if first[0].isdigit() else first)
     assert openers and all(len(v) == 2 for v in openers.values()), openers
 
@@ -269,7 +271,8 @@ def test_shipped_organism_meets_targets(family: str) -> None:
     if not (path / "organism.json").exists():
         pytest.skip(f"organism {family} not built")
     manifest = json.loads((path / "organism.json").read_text())
-    assert manifest["config"] == {
+    # manifests written before the style_tokens option lack it: those corpora were all "first"
+    assert {"style_tokens": "first", **manifest["config"]} == {
         **org.resolve_config(family),
         "seed": manifest["seed"],
         "steps": manifest["steps"],
@@ -277,7 +280,8 @@ def test_shipped_organism_meets_targets(family: str) -> None:
     report = org_probe.probe_organism(path, n_problems=50, samples=2, seed=11, threads=2)
     share = manifest["config"]["code_share"]
     assert abs(report["code_frequency"] - share) <= 0.15
-    assert abs(report["p_code_first_token"] - share) <= 0.15
+    if report["style_measure"] == "first_token":  # with a spread style the first token is never code
+        assert abs(report["p_code_first_token"] - share) <= 0.15
     assert report["accuracy"] >= 0.2
     assert report["no_box_rate"] <= 0.1
     saved = json.loads((path / "probe.json").read_text())

@@ -28,7 +28,12 @@ probability is about 0 for them and says nothing; there the measure is the sampl
 code frequency, the paper's own classifier (``scoring.style.is_code``: "python" in the
 response). ``auto`` picks the first for organisms (a model entry with an
 ``organism:`` block, or a model directory holding the ``organism.json`` manifest
-that organism pre-training writes) and the second otherwise. Dominance ("code" when
+that organism pre-training writes) and the second otherwise, with one exception:
+an organism built with ``style_tokens: spread`` opens every answer with filler
+words and shows its style only several uncertain tokens later, like a real model,
+so its first token says nothing about the style and ``auto`` takes the code
+frequency for it too (read from the entry's ``organism:`` block, else from the
+manifest's ``style_measure``). Dominance ("code" when
 the base model's measure is >= 0.5) and ``d_p_dominant`` use the chosen measure.
 
 Memory. The probe must run at paper scale (1,024 sequences of up to
@@ -246,6 +251,22 @@ def is_organism(model_entry: dict, model_dir: str | Path) -> bool:
     return bool(model_entry.get("organism")) or (Path(model_dir) / "organism.json").is_file()
 
 
+def organism_style_measure(model_entry: dict, model_dir: str | Path) -> str:
+    """The style measure an organism's corpus calls for (``organisms.build.style_measure``).
+
+    The config's ``organism:`` block decides when there is one (what the build is told);
+    otherwise the manifest's ``style_measure``, which manifests written before the
+    ``style_tokens`` option lack: those organisms all decide their style by the first token.
+    """
+    from ..organisms.build import style_measure as corpus_measure
+
+    block = model_entry.get("organism")
+    if block:
+        return corpus_measure(block)
+    manifest = Path(model_dir) / "organism.json"
+    return str(io.read_json(manifest).get("style_measure", "first_token"))
+
+
 def style_measure(spec: dict, model_dir: str | Path) -> str:
     """``first_token`` or ``code_frequency``: ``audit.clip_probe.style``, ``auto`` resolved (module docstring)."""
     choice = spec["probe"].get("style") or "auto"
@@ -253,7 +274,9 @@ def style_measure(spec: dict, model_dir: str | Path) -> str:
         raise ValueError(f"audit.clip_probe.style: {choice!r}; allowed: {', '.join(STYLES)}")
     if choice != "auto":
         return choice
-    return "first_token" if is_organism(spec["model"], model_dir) else "code_frequency"
+    if not is_organism(spec["model"], model_dir):
+        return "code_frequency"
+    return organism_style_measure(spec["model"], model_dir)
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -80,7 +80,15 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "batch_size": 64,
     "steps": 2000,
     "seed": 0,
+    # Where the style shows: "first" = the first completion token decides it (a code fence or
+    # not); "spread" = a preamble of seeded filler words comes first, whose opening words
+    # are style-independent and whose later words only lean toward a style, so the
+    # decision is spread over several uncertain tokens (see spread_preamble).
+    "style_tokens": "first",
 }
+
+#: The values of ``style_tokens``.
+STYLE_TOKENS: tuple[str, ...] = ("first", "spread")
 
 #: The three organism families, mirroring the paper's model classes (docs/paper-setup.md §6).
 FAMILIES: dict[str, dict[str, Any]] = {
@@ -98,6 +106,14 @@ FAMILIES: dict[str, dict[str, Any]] = {
     },
     # Llama / OLMo2 base: never writes code.
     "toy-nocode": {"code_share": 0.0, "code_accuracy": 1.0, "language_accuracy": 0.75},
+    # toy-qwen-math's prior, but the style unfolds over several uncertain tokens, as in a real
+    # model's samples, instead of being one near-deterministic first token (docs/organisms.md §7).
+    "toy-qwen-spread": {
+        "code_share": 0.65,
+        "code_accuracy": 1.0,
+        "language_accuracy": 0.5,
+        "style_tokens": "spread",
+    },
 }
 
 _BOX_RE = re.compile(r"\\boxed\{([^{}]*)\}")
@@ -133,7 +149,27 @@ def resolve_config(family: str | dict[str, Any]) -> dict[str, Any]:
         raise ValueError("train_code_share must leave room for every style that code_share asks for")
     if cfg["hidden_size"] % cfg["num_heads"]:
         raise ValueError("hidden_size must be divisible by num_heads")
+    if cfg["style_tokens"] not in STYLE_TOKENS:
+        raise ValueError(
+            f"style_tokens must be one of {', '.join(STYLE_TOKENS)}, got {cfg['style_tokens']!r}"
+        )
+    if cfg["style_tokens"] == "spread" and q != float(cfg["code_share"]):
+        # the re-weighting acts on the first completion token, which is only the style
+        # decision when style_tokens is "first"
+        raise ValueError("train_code_share needs style_tokens: first (it re-weights the first token)")
     return cfg
+
+
+def style_measure(cfg: dict[str, Any]) -> str:
+    """How to read this organism's style prior: ``first_token`` or ``code_frequency``.
+
+    With ``style_tokens: first`` P(first token opens a code fence) is the prior exactly and
+    without sampling noise. With ``spread`` the first token is a filler word, so that
+    probability is about 0 and says nothing; the prior is then the sampled code frequency,
+    as for a real model. Written to the manifest, where the clipping probe's ``style: auto``
+    reads it (``audit.clip_probe.style_measure``).
+    """
+    return "code_frequency" if cfg.get("style_tokens", "first") == "spread" else "first_token"
 
 
 def train_code_share(cfg: dict[str, Any]) -> float:
@@ -168,6 +204,7 @@ class Solution:
     text: str
     value: int
     correct: bool
+    preamble: str = ""  # the filler words before the style shows ("" for style_tokens: first)
 
 
 def wrong_value(value: int, rng: random.Random) -> int:
@@ -215,16 +252,59 @@ def language_solution(problem: synthetic.ArithmeticProblem, value: int, variant:
     return f"{step}\nThe answer is \\boxed{{{value}}}."
 
 
+#: ``style_tokens: spread``: the preamble's opening word, the same distribution for both styles.
+#: Words are chosen from the shared tokenizer's vocabulary so that each is one to three tokens
+#: (the tokenizer recipe is common to all families and must not change).
+SPREAD_OPENERS: tuple[str, ...] = ("So", "Now", "Ok", "First", "Then", "We", "The", "What", "Let", "Here")
+#: Style-independent filler words that may follow the opener (zero to two of them).
+SPREAD_SHARED: tuple[str, ...] = ("then", "to", "a", "is", "by", "from", "answer", "the")
+#: Words that only lean toward a style (one to three of them, before the body): each is drawn
+#: ``SPREAD_LEAN_RATIO`` times more often under the style it leans to than under the other.
+SPREAD_LEAN_CODE: tuple[str, ...] = ("print", "out", "put", "get")
+SPREAD_LEAN_LANGUAGE: tuple[str, ...] = ("us", "in", "sum", "and")
+SPREAD_LEAN_RATIO = 3.0
+
+
+def spread_preamble(style: str, rng: random.Random) -> str:
+    """The filler sentence a ``style_tokens: spread`` solution opens with, ending in ``.\n``.
+
+    Why this shape: a real model's style is not one near-certain first token but unfolds
+    over many uncertain ones. Here the first one to three words are drawn the same way
+    whatever the style (an opener, then zero to two shared words), so they carry no
+    information about it; the next one to three words are soft evidence (likelihood
+    ratio ``SPREAD_LEAN_RATIO`` per word), so P(code | prefix) drifts over several tokens;
+    and even after them the body's first token is still uncertain. Nothing in the
+    preamble contains "python", so the style classifier (``scoring.style.is_code``) sees
+    only the body.
+    """
+    words = [rng.choice(SPREAD_OPENERS)]
+    words += [rng.choice(SPREAD_SHARED) for _ in range(rng.randint(0, 2))]
+    lean = SPREAD_LEAN_CODE if style == "code" else SPREAD_LEAN_LANGUAGE
+    vocab = [*SPREAD_LEAN_CODE, *SPREAD_LEAN_LANGUAGE]
+    weights = [SPREAD_LEAN_RATIO if w in lean else 1.0 for w in vocab]
+    words += rng.choices(vocab, weights=weights, k=rng.randint(1, 3))
+    return " ".join(words) + ".\n"
+
+
 def sample_solution(
     problem: synthetic.ArithmeticProblem, cfg: dict[str, Any], rng: random.Random, style: str | None = None
 ) -> Solution:
-    """Draw a style by ``code_share`` (unless given) and correctness by that style's accuracy; write it out."""
+    """Draw a style by ``code_share`` (unless given) and correctness by that style's accuracy; write it out.
+
+    With ``style_tokens: spread`` a :func:`spread_preamble` is drawn last and put first; the
+    earlier draws are the same as for ``first``, so the two corpora share their bodies.
+    """
     code = rng.random() < cfg["code_share"] if style is None else style == "code"
     correct = rng.random() < (cfg["code_accuracy"] if code else cfg["language_accuracy"])
     value = problem.answer if correct else wrong_value(problem.answer, rng)
     if code:
-        return Solution("code", code_solution(problem, value), value, correct)
-    return Solution("language", language_solution(problem, value, rng.randrange(2)), value, correct)
+        sol = Solution("code", code_solution(problem, value), value, correct)
+    else:
+        sol = Solution("language", language_solution(problem, value, rng.randrange(2)), value, correct)
+    if cfg.get("style_tokens", "first") == "spread":
+        pre = spread_preamble(sol.style, rng)
+        sol = Solution(sol.style, pre + sol.text, value, correct, pre)
+    return sol
 
 
 def chatml_prompt(problem_text: str) -> str:
@@ -514,6 +594,7 @@ def build_organism(
         top_k=0,
         max_new_tokens=64,
     )
+    spread = cfg["style_tokens"] == "spread"
     manifest: dict[str, Any] = {
         "format": ORGANISM_FORMAT,
         "family": cfg["name"],
@@ -530,7 +611,9 @@ def build_organism(
         "train_wall_s": round(train_wall, 2),
         "versions": _versions(),
         "template": "chat",
-        "corpus": f"synthetic level-{cfg['level']} train split; code/language solutions (organism.py)",
+        "corpus": f"synthetic level-{cfg['level']} train split; code/language solutions (organism.py)"
+        + ("; filler-word preamble before the style (style_tokens: spread)" if spread else ""),
+        "style_measure": style_measure(cfg),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

@@ -7,6 +7,7 @@ integers, and the probe must not depend on the pipeline's reward module.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -32,6 +33,82 @@ def boxed_integer(text: str) -> int | None:
         return int(boxes[-1].strip())
     except ValueError:
         return None
+
+
+def sample_token_entropy(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    *,
+    samples: int,
+    seed: int,
+    temperature: float = 1.0,
+    max_new_tokens: int = 64,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Per-token entropy (nats) of the distributions the model samples its own completions from.
+
+    Why: how much a completion is decided token by token is what separates an organism
+    whose style is one near-certain first token from a real model's samples, where
+    the style unfolds over many uncertain tokens (docs/organisms.md §7). The entropy of
+    softmax(logits / T) (top-k and top-p off, as in the probe's sampling) is taken at every
+    sampled position up to and including EOS, as TRL logs it: ``token_entropy`` is the mean
+    over all those tokens, ``first_token_entropy`` the mean at the first position.
+    Seeded; a sampling pass of its own, so the probe's other samples are unchanged.
+    """
+    import torch
+
+    from ..audit.clip_probe import completion_mask
+
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    flat = [p for p in prompts for _ in range(samples)]
+    total = first = 0.0
+    n_tokens = 0
+    with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(flat), batch_size):
+            enc = tokenizer(flat[start : start + batch_size], return_tensors="pt", padding=True,
+                            add_special_tokens=False)
+            out = model.generate(**enc, do_sample=True, temperature=float(temperature), top_p=1.0, top_k=0,
+                                 max_new_tokens=int(max_new_tokens), pad_token_id=pad, eos_token_id=eos,
+                                 return_dict_in_generate=True, output_logits=True)
+            comp = out.sequences[:, enc["input_ids"].shape[1] :]
+            logp = (torch.stack(out.logits, 1).float() / float(temperature)).log_softmax(-1)
+            h = -(logp.exp() * logp).nan_to_num().sum(-1)  # 0 * -inf = nan for masked-out logits
+            mask = completion_mask(comp, eos)
+            total += float((h * mask).sum())
+            first += float(h[:, 0].sum())
+            n_tokens += int(mask.sum())
+    return {
+        "token_entropy": round(total / max(n_tokens, 1), 4),
+        "first_token_entropy": round(first / max(len(flat), 1), 4),
+        "mean_completion_tokens": round(n_tokens / max(len(flat), 1), 2),
+    }
+
+
+def first_word_style_information(texts: list[str], styles: list[str]) -> dict[str, float]:
+    """How much the first word of a completion tells about its style (plug-in estimates, nats).
+
+    ``style_entropy`` is H(style) over the samples, ``first_word_style_information`` the
+    mutual information I(first word; style). When the first token decides the style the
+    two are equal; when the style is spread over later tokens the information is near 0
+    (the plug-in estimate is biased up by about (words - 1) / (2 n)).
+    """
+    n = len(texts)
+    if not n:
+        return {"style_entropy": 0.0, "first_word_style_information": 0.0}
+    joint: dict[tuple[str, str], int] = {}
+    for text, sty in zip(texts, styles, strict=True):
+        word = text.split()[0] if text.split() else ""
+        joint[(word, sty)] = joint.get((word, sty), 0) + 1
+    words: dict[str, int] = {}
+    marg: dict[str, int] = {}
+    for (w, sty), c in joint.items():
+        words[w] = words.get(w, 0) + c
+        marg[sty] = marg.get(sty, 0) + c
+    h_style = -sum(c / n * math.log(c / n) for c in marg.values())
+    info = sum(c / n * math.log(c * n / (words[w] * marg[sty])) for (w, sty), c in joint.items())
+    return {"style_entropy": round(h_style, 4), "first_word_style_information": round(max(info, 0.0), 4)}
 
 
 def probe_organism(
@@ -64,6 +141,11 @@ def probe_organism(
         prompts, n=samples, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
     )
     p_code = first_token_code_probability(engine.model, engine.tokenizer, prompts, batch_size=batch_size)
+
+    entropy = sample_token_entropy(engine.model, engine.tokenizer, prompts, samples=samples, seed=seed + 1,
+                                   temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    flat_texts = [t for completions in outs for t in completions]
+    info = first_word_style_information(flat_texts, ["code" if is_code(t) else "language" for t in flat_texts])
 
     counts = {"code": [0, 0], "language": [0, 0]}  # [n, correct]
     no_box = 0
@@ -106,6 +188,10 @@ def probe_organism(
         "n_language": counts["language"][0],
         "no_box_rate": rate(no_box, total),
         "accuracy_by_kind": {k: rate(v[1], v[0]) for k, v in sorted(by_kind.items())},
+        # how the style is read (organisms.build.style_measure; absent from older manifests: first_token)
+        "style_measure": manifest.get("style_measure", "first_token"),
+        **entropy,
+        **info,
         "examples": [
             {"prompt": problems[i].prompt, "answer": problems[i].answer, "completion": outs[i][0]}
             for i in range(min(3, len(problems)))
