@@ -34,7 +34,9 @@ What each estimate follows (the code paths of this repository):
 * ``probe_clip_bias`` (``clip_probe``): fp32 on one device; one ``generate`` of the
   whole rollout; old log-probs of the whole rollout in one no-grad forward and every
   update over a whole mini-batch (no micro-batching), each materialising full fp32
-  logits over every position.
+  logits over every position. On a GPU job the rollouts are vLLM's
+  (``audit.clip_probe.engine: auto``): its share of the card while awake, beside the fp32
+  weights, and only its CUDA context while it sleeps through the steps.
 
 Estimates are upper bounds for the configured maxima (every prompt at
 ``max_prompt_tokens``, every response at ``max_new_tokens``); the tests compare them
@@ -494,10 +496,25 @@ def estimate_probe(cfg: dict, model: str, a: Arch, rule: str = "probe_clip_bias"
     opt = {"gradients (fp32)": 4 * P, "AdamW (2 fp32 moments)": 8 * P}
     completion_logits = micro * comp * a.vocab * 4  # fp32 logits of the completion positions of a micro-batch
     act = f"activations (fp32, {'checkpointed' if ckpt else 'no checkpointing'}, micro-batch)"
-    phases = [
-        Phase(f"rollout generate ({gen} sequences per call)", {
+    device = "gpu" if g["gpus"] > 0 else "cpu"
+    vllm = _probe_engine(cfg) == "vllm" and device == "gpu"
+    problems: list[str] = []
+    if vllm:
+        # VLLMRollout: created after the fp32 copy is loaded, awake only during the rollout; it sleeps
+        # (weights to host memory, KV cache freed) while the probe steps and measures
+        from .audit.clip_probe import VLLM_MEMORY_UTILIZATION
+
+        share = float(cp.get("vllm_memory") or VLLM_MEMORY_UTILIZATION)
+        awake, problems = _vllm_phase(a, _budget(cfg), share, seq, "vLLM share")
+        rollout_phase = Phase("rollout generate (vLLM awake)", {
+            **base, **{k if k.startswith("vLLM") else f"vLLM {k}": v for k, v in awake.terms.items()}})
+        base = {**base, "vLLM asleep (CUDA context)": CUDA_CONTEXT_BYTES}
+    else:
+        rollout_phase = Phase(f"rollout generate ({gen} sequences per call)", {
             **base, "KV cache (fp32, one generate call)": kv_cache(a, gen, seq, 4),
-            "generate buffers": generate_buffers(a, gen, prompt, 4)}),
+            "generate buffers": generate_buffers(a, gen, prompt, 4)})
+    phases = [
+        rollout_phase,
         Phase("old log-probs (micro-batch, no grad)", {
             **base, **opt, "completion logits + log-softmax (fp32, micro-batch)": 2 * completion_logits}),
         Phase(f"update ({micro} sequences per forward)", {
@@ -512,11 +529,14 @@ def estimate_probe(cfg: dict, model: str, a: Arch, rule: str = "probe_clip_bias"
         **base,
         "last-position logits (fp32, P(code))": micro * a.vocab * 4 * 2,
         "KV cache (fp32, eval samples, one generate call)": kv_cache(a, n_eval, prompt + new_eval, 4)}))
-    device = "gpu" if g["gpus"] > 0 else "cpu"
-    return Estimate(rule, model, device, 1 if device == "gpu" else 0, phases,
-                    note=f"fp32, one device; rollout {rollout} sequences generated {gen} at a time, "
+    how = "by vLLM (asleep outside the rollouts)" if vllm else f"{gen} at a time"
+    est = Estimate(rule, model, device, 1 if device == "gpu" else 0, phases,
+                    note=f"fp32, one device; rollout {rollout} sequences generated {how}, "
                          f"updates {micro} sequences per forward",
-                    settings={"KV cache (fp32, one generate call)": "audit.clip_probe.generation_batch",
+                    settings={"vLLM KV cache (rest of share)": "audit.clip_probe.vllm_memory",
+                              "KV cache (rest of share)": "audit.clip_probe.vllm_memory",  # the rollout-phase problem
+                              "vLLM weights (bf16)": "audit.clip_probe.engine: hf, or audit.clip_probe.vllm_memory",
+                              "KV cache (fp32, one generate call)": "audit.clip_probe.generation_batch",
                               "generate buffers": "audit.clip_probe.generation_batch",
                               "completion logits + log-softmax (fp32, micro-batch)": "audit.clip_probe.micro_batch",
                               "completion logits, log-softmax and grad (fp32, micro-batch)":
@@ -526,6 +546,15 @@ def estimate_probe(cfg: dict, model: str, a: Arch, rule: str = "probe_clip_bias"
                               "KV cache (fp32, eval samples, one generate call)": "audit.clip_probe.generation_batch",
                               "AdamW (2 fp32 moments)": "audit.clip_probe.models (leave out the large ones)",
                               "weights (fp32)": "audit.clip_probe.models (leave out the large ones)"})
+    est.extra_problems = [f"rollout phase: {p}" for p in problems]
+    return est
+
+
+def _probe_engine(cfg: dict) -> str:
+    """What ``clip_probe.rollout_engine`` picks in the job: vLLM on a GPU job unless ``engine: hf``
+    (the GPU env, envs/pipeline-gpu.yaml, has vLLM), else HF generate."""
+    eng = cfg["audit"]["clip_probe"].get("engine") or "auto"
+    return "vllm" if eng == "vllm" or (eng == "auto" and cfg["grpo"]["gpus"] > 0) else "hf"
 
 
 def memory_plan(cfg: dict) -> tuple[list[Estimate], list[str]]:
