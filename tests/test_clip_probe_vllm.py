@@ -50,7 +50,7 @@ def _probe_spec(tmp_path: Path, **probe) -> dict:
         "grpo": {"group_size": 4, "mini_batch": 4, "micro_batch": 4, "epsilon": 0.2, "temperature": 1.0,
                  "top_p": 1.0, "max_new_tokens": 40, "max_prompt_tokens": 64, "beta1": 0.9, "beta2": 0.95,
                  "max_grad_norm": 1.0},
-        "probe": {"draws": 3, "reward_p": 0.5, "prompts_per_rollout": 4, "lr": 1e-2, "eval_problems": 4,
+        "probe": {"draws": 2, "reward_p": 0.5, "prompts_per_rollout": 4, "lr": 1e-2, "eval_problems": 4,
                   "eval_samples": 2, "seed": 0, **probe},
         "variants": {"clip": CLIP, "no_clip": NO_CLIP},
         "max_new_tokens": 24,
@@ -83,7 +83,7 @@ def prompts(organism) -> list[str]:
 @pytest.fixture(scope="module")
 def vllm_probe(vllm_python: Path, organism, prompts: list[str], tmp_path_factory: pytest.TempPathFactory,
                pytestconfig: pytest.Config) -> dict:
-    """One vllm_probe_checks.py run: the probe twice with ``engine: vllm``, then direct ``sample`` calls."""
+    """One vllm_probe_checks.py run: the probe with ``engine: vllm``, then direct ``sample`` calls."""
     work = tmp_path_factory.mktemp("vllm_probe")
     spec = _probe_spec(work, engine="vllm")
     greedy = {"seed": 0, "temperature": 0.0, "top_p": 1.0, "max_new_tokens": PARITY_TOKENS}
@@ -104,7 +104,7 @@ def vllm_probe(vllm_python: Path, organism, prompts: list[str], tmp_path_factory
     result = json.loads((work / "result.json").read_text())
     secs = result["seconds"]
     terminal_line(pytestconfig, f"vLLM probe checks: {time.monotonic() - t0:.1f} s wall (engine start "
-                                f"{secs['engine_start']:.1f} s, probes {secs['probe_0']:.1f} + {secs['probe_1']:.1f} s, "
+                                f"{secs['engine_start']:.1f} s, probe {secs['probe']:.1f} s, "
                                 f"script {secs['total']:.1f} s), {result['engine']}")
     return {"spec": spec, "request": request, "result": result, "work": work}
 
@@ -164,8 +164,8 @@ def test_vllm_rollout_engine_on_cpu(vllm_probe: dict) -> None:
     assert res["engine"]["dtype"] == "torch.float32" and res["engine"]["sleeps"] is False
     g = spec["grpo"]
     assert res["engine"]["max_model_len"] == g["max_prompt_tokens"] + g["max_new_tokens"]
-    # one engine for both probe runs (the memo), built from the spec's settings
-    assert [c["max_model_len"] for c in res["engines"]] == [res["engine"]["max_model_len"]] * 2
+    # the probe built one engine, from the spec's settings
+    assert [c["max_model_len"] for c in res["engines"]] == [res["engine"]["max_model_len"]]
     assert {c["seed"] for c in res["engines"]} == {0}
     assert res["engines"][0]["gpu_memory_utilization"] == clip_probe.VLLM_MEMORY_UTILIZATION
     # with the real vllm installed but no GPU, auto stays on HF; vllm can be forced
@@ -248,25 +248,24 @@ def test_vllm_sampled_rows_end_like_hf_rows(vllm_probe: dict, organism) -> None:
 def test_vllm_probe_end_to_end(vllm_probe: dict, organism) -> None:
     """``engine: vllm``: a valid result, every draw's variants paired on one vLLM rollout, reproducible."""
     res, spec = vllm_probe["result"], vllm_probe["spec"]
-    first, second = res["probe"]
-    assert io.read_json(vllm_probe["work"] / "probe0.json") == first
+    first = res["probe"]
+    assert io.read_json(vllm_probe["work"] / "probe.json") == first
     assert first["rollout_engine"] == "VLLMRollout"
     rows = first["draws"]
-    assert len(rows) == 3 * 2 and {r["variant"] for r in rows} == {"clip", "no_clip"}
+    assert len(rows) == 2 * 2 and {r["variant"] for r in rows} == {"clip", "no_clip"}
     per_draw = {}
     for r in rows:
         per_draw.setdefault(r["draw"], set()).add(r["rollout"])
-    assert sorted(per_draw) == [0, 1, 2] and all(len(fps) == 1 for fps in per_draw.values())
-    assert len({next(iter(fps)) for fps in per_draw.values()}) == 3  # fresh samples per draw
-    # the probe's draw 0 is exactly what the engine samples for it
+    assert sorted(per_draw) == [0, 1] and all(len(fps) == 1 for fps in per_draw.values())
+    assert len({next(iter(fps)) for fps in per_draw.values()}) == 2  # fresh samples per draw
+    # the probe's draw 0 is exactly what the engine samples for it again, after the probe: same seed,
+    # same rollout (the seeded sampling tests below cover the engine's reproducibility in general)
     assert next(iter(per_draw[0])) == res["draw0"]["fingerprint"]
     for r in rows:
         assert 0.0 <= r["clip_fraction"] <= 1.0 and r["d_p_code"] != 0.0  # the steps moved the model
         assert r["reward_mean"] in {k / 16 for k in range(17)}
     summary = {(s["variant"], s["metric"]) for s in first["summary"]}
     assert ("clip - no_clip", "d_p_dominant") in summary and ("no_clip", "clip_fraction") in summary
-    # the same seed, the same probe (a second run on the same engine)
-    assert second["draws"] == rows and second["base"] == first["base"] and second["summary"] == first["summary"]
     # the HF probe of the same spec draws other samples: the rollouts above are vLLM's
     model, tok = organism
     hf_spec = copy.deepcopy(spec)

