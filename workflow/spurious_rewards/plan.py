@@ -931,14 +931,17 @@ def cost_plan(cfg: dict) -> list[Cost]:
         c = Cost("probe_clip_bias", cpu=not gpu_jobs, jobs=len(probe_models))
         b = (cp["prompts_per_rollout"] or g["prompts_per_rollout"]) * g["group_size"]
         nvar = len(cfgmod.probe_variants(cfg))
+        # the rollouts are vLLM's on a GPU job (engine auto); the measurement samples are always HF's
+        rollout_slow = 1.0 if gpu_jobs and _probe_engine(cfg) == "vllm" else HF_GENERATE_SLOWDOWN
         for m in probe_models:
-            gen_tok = cp["draws"] * (b * resp_train + (nvar + 1) * cp["eval_problems"] * cp["eval_samples"]
-                                     * _mean_resp(ev["max_new_tokens"]))
+            roll_tok = cp["draws"] * b * resp_train
+            meas_tok = cp["draws"] * (nvar + 1) * cp["eval_problems"] * cp["eval_samples"] * _mean_resp(
+                ev["max_new_tokens"])
             train_tok = cp["draws"] * nvar * b * (MEAN_PROMPT_TOKENS + resp_train)
-            c.gen_tokens += gen_tok
+            c.gen_tokens += roll_tok + meas_tok
             c.train_tokens += train_tok
-            c.gpu_hours += (gen_hours(m, gen_tok, HF_GENERATE_SLOWDOWN) + train_hours(m, train_tok)
-                            + JOB_STARTUP_S / 3600)
+            c.gpu_hours += (gen_hours(m, roll_tok, rollout_slow) + gen_hours(m, meas_tok, HF_GENERATE_SLOWDOWN)
+                            + train_hours(m, train_tok) + JOB_STARTUP_S / 3600)
         c.storage["probe json"] = len(probe_models) * cp["draws"] * nvar * 300
         costs.append(c)
     map_models = [m for m in cfgmod.mechanism_models(cfg) if m in archs]
