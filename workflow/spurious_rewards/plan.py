@@ -926,13 +926,13 @@ def cost_plan(cfg: dict) -> list[Cost]:
         costs.append(c)
 
     probe_models = [m for m in cfgmod.probe_models(cfg) if m in archs]
+    # the probes' rollouts are vLLM's on a GPU job (engine auto); their measurement samples always HF's
+    rollout_slow = 1.0 if gpu_jobs and _probe_engine(cfg) == "vllm" else HF_GENERATE_SLOWDOWN
     if probe_models:
         cp = aud["clip_probe"]
         c = Cost("probe_clip_bias", cpu=not gpu_jobs, jobs=len(probe_models))
         b = (cp["prompts_per_rollout"] or g["prompts_per_rollout"]) * g["group_size"]
         nvar = len(cfgmod.probe_variants(cfg))
-        # the rollouts are vLLM's on a GPU job (engine auto); the measurement samples are always HF's
-        rollout_slow = 1.0 if gpu_jobs and _probe_engine(cfg) == "vllm" else HF_GENERATE_SLOWDOWN
         for m in probe_models:
             roll_tok = cp["draws"] * b * resp_train
             meas_tok = cp["draws"] * (nvar + 1) * cp["eval_problems"] * cp["eval_samples"] * _mean_resp(
@@ -952,13 +952,14 @@ def cost_plan(cfg: dict) -> list[Cost]:
         b = (cp["prompts_per_rollout"] or g["prompts_per_rollout"]) * g["group_size"]
         draws = mech["draws"] or cp["draws"]
         for m in map_models:  # per cell: 2 arms (clip, no_clip), as the probe with two variants
-            gen_tok = len(cells) * draws * (b * resp_train + 3 * cp["eval_problems"] * cp["eval_samples"]
-                                            * _mean_resp(ev["max_new_tokens"]))
+            roll_tok = len(cells) * draws * b * resp_train  # the probe's rollout engine (see above)
+            meas_tok = len(cells) * draws * 3 * cp["eval_problems"] * cp["eval_samples"] * _mean_resp(
+                ev["max_new_tokens"])
             train_tok = len(cells) * draws * 2 * b * (MEAN_PROMPT_TOKENS + resp_train)
-            c.gen_tokens += gen_tok
+            c.gen_tokens += roll_tok + meas_tok
             c.train_tokens += train_tok
-            c.gpu_hours += (gen_hours(m, gen_tok, HF_GENERATE_SLOWDOWN) + train_hours(m, train_tok)
-                            + len(cells) * JOB_STARTUP_S / 3600)
+            c.gpu_hours += (gen_hours(m, roll_tok, rollout_slow) + gen_hours(m, meas_tok, HF_GENERATE_SLOWDOWN)
+                            + train_hours(m, train_tok) + len(cells) * JOB_STARTUP_S / 3600)
         c.storage["probe json"] = len(map_models) * len(cells) * draws * 2 * 300
         costs.append(c)
     for c in costs:
