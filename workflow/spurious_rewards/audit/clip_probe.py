@@ -70,9 +70,12 @@ seconds of set-up and hides the update inside its loop. The step below is TRL's
 ``grpo`` loss (``loss_type="grpo"``, ``scale_rewards="group"``, no KL) written out;
 :func:`grpo_loss` is checked against the definition in the tests.
 
-The rollout engine is a seam (:class:`HFRollout`): it samples token ids from the
-in-memory base model. A vLLM engine can take its place (the probe samples only
-from base weights, so such an engine would load them once and never sync).
+The rollout engine (``audit.clip_probe.engine``): :class:`HFRollout` samples token ids
+from the in-memory base model; :class:`VLLMRollout` (``auto`` on a GPU with vLLM
+installed) samples them with vLLM, which loads the base weights once and never needs
+a sync, since the probe samples only from them. The measurement samples are drawn from
+the stepped weights, which a vLLM engine would have to reload after every step, so
+they stay with HF ``generate`` whatever the engine.
 """
 
 from __future__ import annotations
@@ -321,6 +324,117 @@ class HFRollout:
         return out
 
 
+#: The share of the GPU the probe's vLLM engine reserves (``audit.clip_probe.vllm_memory`` overrides
+#: it): bf16 weights, vLLM's overhead and the KV cache, beside the fp32 training copy on the same
+#: card. The engine sleeps (weights to host memory, KV cache freed) while the probe steps and
+#: measures, so the share is needed only during the rollouts (plan.estimate_probe).
+VLLM_MEMORY_UTILIZATION = 0.3
+
+ENGINES = ("auto", "hf", "vllm")
+
+
+class VLLMRollout:
+    """Seeded sampling of token ids with vLLM, the :class:`HFRollout` contract (the GPU path at scale).
+
+    The probe samples only from the frozen base weights, so the engine loads them once,
+    from ``model_dir``, and never needs a weight sync; the measurement samples come from
+    stepped weights and stay with HF ``generate`` (:class:`_Measure`).
+
+    Token ids in, token ids out: the prompts are tokenised here exactly as :class:`HFRollout`
+    does (left padding, ``add_special_tokens=False``) and vLLM gets the ids, never the
+    text (vLLM would tokenise text with special tokens: a second BOS for Llama tokenizers).
+    Each of the ``len(prompts) x n`` sequences is its own request with its own seed
+    (``seed + index``), so a sample does not depend on the batch around it. vLLM's own
+    ``n`` is not used: its children are seeded ``seed + child index``, which would give
+    sample ``j + 1`` of one prompt and sample ``j`` of the next the same random stream.
+    Stopping is HF's: only the tokenizer's EOS ends a sequence (``ignore_eos`` switches
+    off vLLM's own EOS and generation-config stop ids, ``stop_token_ids`` puts that one
+    back), and the EOS is kept in the completion, padded after it with the pad id, so
+    :func:`completion_mask` and :func:`assemble` read both engines' batches alike.
+    ``generation_batch`` does not apply: vLLM takes the whole rollout as one call and
+    schedules it within its KV cache (one batch is returned).
+
+    On a GPU the engine is created with sleep mode: between rollouts it sleeps (level 1:
+    weights copied to host memory, KV cache freed), so the probe's AdamW step has the
+    card; before a rollout the trainer's cached blocks are released and the engine
+    wakes up. ``gpu_memory_utilization`` is vLLM's share while awake. On vLLM's CPU
+    backend (tests) :class:`~spurious_rewards.generation.VLLMEngine`'s CPU defaults apply
+    (fp32, eager, a fixed KV cache) and nothing sleeps.
+    """
+
+    def __init__(self, model_dir: str | Path, tokenizer, *, max_model_len: int, seed: int = 0,
+                 gpu_memory_utilization: float = VLLM_MEMORY_UTILIZATION, **llm_kwargs: Any) -> None:
+        from vllm.platforms import current_platform
+
+        from ..generation import VLLMEngine
+
+        self.tok = tokenizer
+        self.sleeps = bool(current_platform.is_cuda())
+        if self.sleeps:
+            llm_kwargs.setdefault("enable_sleep_mode", True)
+        self.engine = VLLMEngine(model_dir, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
+                                 max_model_len=max_model_len, progress=False, **llm_kwargs)
+        if self.sleeps:
+            self.engine.llm.sleep(level=1)
+
+    def sample(self, prompts: list[str], n: int, *, seed: int, temperature: float, top_p: float,
+               max_new_tokens: int) -> list[tuple[Any, Any, Any]]:
+        import torch
+        from vllm import SamplingParams
+
+        tok = self.tok
+        enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        p_ids = enc["input_ids"].repeat_interleave(n, dim=0)
+        p_attn = enc["attention_mask"].repeat_interleave(n, dim=0)
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"], strict=True)]
+        requests = [{"prompt_token_ids": r} for r in rows for _ in range(n)]
+        params = [SamplingParams(n=1, temperature=float(temperature), top_p=1.0 if temperature == 0 else float(top_p),
+                                 top_k=0, max_tokens=int(max_new_tokens), seed=int(seed) + i, ignore_eos=True,
+                                 stop_token_ids=[tok.eos_token_id], detokenize=False)
+                  for i in range(len(requests))]
+        if self.sleeps:
+            torch.cuda.empty_cache()  # the trainer's cached blocks back to the driver, for vLLM's share
+            self.engine.llm.wake_up()
+        try:
+            outputs = self.engine.llm.generate(requests, params, use_tqdm=False)
+        finally:
+            if self.sleeps:
+                self.engine.llm.sleep(level=1)
+        comps = [list(o.outputs[0].token_ids) for o in outputs]
+        width = max(1, max(len(c) for c in comps))
+        comp = torch.full((len(comps), width), tok.pad_token_id, dtype=p_ids.dtype)
+        for i, c in enumerate(comps):
+            comp[i, : len(c)] = torch.tensor(c, dtype=p_ids.dtype)
+        return [(p_ids, p_attn, comp)]
+
+
+def rollout_engine_name(spec: dict) -> str:
+    """``hf`` or ``vllm``: ``audit.clip_probe.engine`` with ``auto`` resolved (vLLM when importable and
+    a GPU is present); ``vllm`` without vLLM installed is an error, not a silent fall-back."""
+    import importlib.util
+
+    from ..generation import vllm_available
+
+    choice = spec["probe"].get("engine") or "auto"
+    if choice not in ENGINES:
+        raise ValueError(f"audit.clip_probe.engine: {choice!r}; allowed: {', '.join(ENGINES)}")
+    if choice == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise RuntimeError("audit.clip_probe.engine: vllm, but vllm is not importable in this environment "
+                           "(install it, e.g. envs/pipeline-gpu.yaml, or set engine: hf / auto)")
+    if choice == "auto":
+        return "vllm" if vllm_available() else "hf"
+    return choice
+
+
+def rollout_engine(spec: dict, model_dir: str | Path, model, tokenizer, generation_batch: int | None):
+    """The rollout engine of the probe: :class:`VLLMRollout` (loads ``model_dir``) or :class:`HFRollout`."""
+    if rollout_engine_name(spec) == "hf":
+        return HFRollout(model, tokenizer, generation_batch)
+    g, pr = spec["grpo"], spec["probe"]
+    return VLLMRollout(model_dir, tokenizer, max_model_len=g["max_prompt_tokens"] + g["max_new_tokens"],
+                       seed=pr["seed"], gpu_memory_utilization=pr.get("vllm_memory") or VLLM_MEMORY_UTILIZATION)
+
+
 def assemble(batches: list[tuple[Any, Any, Any]], pad_id: int, eos_id: int) -> dict:
     """One rollout tensor from generated batches: prompts left-padded, completions right-padded.
 
@@ -348,7 +462,9 @@ class _Measure:
 
     The sampling seed is the same for every measurement, so before/after
     differences are paired (common random numbers): a sample changes only where
-    the step changed the model.
+    the step changed the model. The samples use HF ``generate`` whatever
+    ``audit.clip_probe.engine``: they come from the stepped weights, which a vLLM
+    engine would have to reload after every step.
     """
 
     def __init__(self, tokenizer, records: list[dict], template: str, samples: int, temperature: float,
@@ -385,7 +501,7 @@ class _Measure:
         }
 
 
-def draw_batch(engine: HFRollout, tok, prompts: list[str], *, k: int, spec: dict) -> dict:
+def draw_batch(engine: HFRollout | VLLMRollout, tok, prompts: list[str], *, k: int, spec: dict) -> dict:
     """Rollout batch ``k``: prompts, samples, Bernoulli rewards, advantages and the mini-batch order.
 
     ``fingerprint`` is a hash of the sampled token ids, so a result file shows which
@@ -455,7 +571,7 @@ def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tok
     dominant = "code" if base[key] >= 0.5 else "language"
     sign = 1.0 if dominant == "code" else -1.0
     settings = _variant_settings(spec)
-    engine = HFRollout(model, tok, gen_batch)
+    engine = rollout_engine(spec, model_dir, model, tok, gen_batch)  # after the model: vLLM takes its share of what is left
     device = next(model.parameters()).device
     cuda = [device] if device.type == "cuda" else []
     rows = []
@@ -494,6 +610,7 @@ def probe(spec: dict, *, model_dir: str | Path, out: str | Path, model=None, tok
             model.gradient_checkpointing_disable()
     result = {
         "model": spec["model"]["name"], "base": base, "dominant_style": dominant, "style_measure": measure_name,
+        "rollout_engine": type(engine).__name__,
         "batching": {"micro_batch": micro, "generation_batch": gen_batch,
                      "gradient_checkpointing": bool(pr.get("gradient_checkpointing"))},
         "settings": {n: {"epsilon": e if e != NO_CLIP_EPSILON else None, "updates": u,
