@@ -189,8 +189,8 @@ def test_one_update_control_holds_micro_batched(tmp_path):
     by = {(r["draw"], r["variant"]): r for r in out["draws"]}
     for k in range(2):
         a, b = by[(k, "clip1")], by[(k, "noclip1")]
-        assert {m: a[m] for m in a if m not in ("variant", "epsilon")} == \
-            {m: b[m] for m in b if m not in ("variant", "epsilon")}
+        assert {m: a[m] for m in a if m not in ("variant", "epsilon", "epsilon_high")} == \
+            {m: b[m] for m in b if m not in ("variant", "epsilon", "epsilon_high")}
         assert a["clip_fraction"] == 0.0
     assert any(r["d_p_code"] != 0.0 for r in out["draws"])
 
