@@ -598,7 +598,20 @@ def aggregate(
     processes read sample files in parallel; ``alpha`` sets every interval and the
     verdict (default: the config's ``audit.verdict.alpha``). The paper's numbers are added
     to the summary only for ``study: paper``.
+
+    numpy's BLAS runs one thread here and in the workers (:func:`stats.set_blas_threads`):
+    the bootstrap's matrix products are small, and a thread per core in every process
+    cost ~10x their CPU on a loaded machine.
     """
+    with stats.blas_threads(1):
+        return _aggregate(config, out_dir, results_dir=results_dir, n_boot=n_boot, alpha=alpha, seed=seed,
+                          workers=workers, paper_numbers=paper_numbers)
+
+
+def _aggregate(config: dict, out_dir: str | os.PathLike[str], *, results_dir: str | os.PathLike[str] | None,
+               n_boot: int, alpha: float | None, seed: int | None, workers: int,
+               paper_numbers: str | os.PathLike[str] | None) -> dict[str, Path]:
+    """:func:`aggregate`'s body, with the BLAS thread count already set."""
     if alpha is None:
         alpha = float(config.get("audit", {}).get("verdict", {}).get("alpha", 0.05))
     out = Path(out_dir)
@@ -608,7 +621,8 @@ def aggregate(
     main = next(iter(config["benchmarks"]))
 
     # the sample files are read by the workers while this process writes the tidy table
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    pool = (ProcessPoolExecutor(workers, initializer=stats.set_blas_threads, initargs=(1,))
+            if workers > 1 else None)
     try:
         finish = _start_sample_pass(config, res, n_boot, seed, alpha, pool)
         evals, trains = write_tables(config, res, paths["metrics"])
