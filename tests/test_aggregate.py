@@ -49,6 +49,28 @@ def test_all_outputs_are_written(study) -> None:
         assert rec["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest(), p
 
 
+def test_tidy_batches_write_what_tidy_writes() -> None:
+    """Batched tidy rows (write_tables) are byte for byte the per-piece rows, whatever the pieces hold."""
+    rng = np.random.default_rng(0)
+    shapes = [
+        lambda: pd.DataFrame({"step": [10, 0, 10], "benchmark": ["b", "a", "a"], "x": [1, 2, 3],
+                              "y": [0.5, np.nan, 1 / 3]}),  # unsorted steps, a duplicate (step, benchmark), NaN
+        lambda: pd.DataFrame({"step": [0, 0], "benchmark": ["z", "z"], "x": [1, 2]}),  # ints only: "1", not "1.0"
+        lambda: pd.DataFrame({"step": [5, 1], "benchmark": ["a", "b"], "x": ["1", "oops"], "y": [1e16, 2.5]}),
+        lambda: pd.DataFrame({"step": [3.0, 1.0], "x": rng.random(2), "flag": [True, False]}),  # a training log
+        lambda: pd.DataFrame({"step": [2, 1, 2], "benchmark": ["c"] * 3, "y": rng.random(3), "x": [7, 8, 9]}),
+    ]
+    pieces = [(shapes[i % 5](), {"model": f"m{i % 3}", "family": "f", "reward": "r", "variant": "v", "seed": i},
+               "train" if i % 5 == 3 else None) for i in range(23)]
+
+    def csv(df: pd.DataFrame) -> str:
+        return df.to_csv(header=False, index=False, lineterminator="\n")
+
+    want = "".join(csv(aggregate.tidy(*p)) for p in pieces)
+    for n in (1, 2, 7, len(pieces)):
+        assert "".join(csv(aggregate._tidy_batch(pieces[i:i + n])) for i in range(0, len(pieces), n)) == want, n
+
+
 def test_tidy_metrics_table(study) -> None:
     cfg, root, paths = study
     m = pd.read_csv(paths["metrics"])
