@@ -120,12 +120,15 @@ def test_floor_row_reports_the_worst_ratio(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(ra, "OUT", tmp_path)
     size = {"models": 2, "cells_per_model": 14, "runs": 84, "responses": 4_000_000, "floor_seconds": 10.0,
             "full_seconds": 13.0, "ratio": 1.3, "load_average_before": 2.0}
-    grown = {**size, "cells_per_model": 19, "full_seconds": 17.0, "ratio": 1.7}
+    grown = {**size, "cells_per_model": 19, "full_seconds": 17.0, "ratio": 1.7, "floor_cpu_seconds": 20.0,
+             "full_cpu_seconds": 24.0, "cpu_ratio": 1.2}
     (tmp_path / "analysis.json").write_text(json.dumps({
         "classification": [{"responses": 1, "responses_per_minute": 2e6, "meets_target": True}],
         "classification_unflagged": {"responses_per_minute": 1e5}, "aggregation_sizes": [size, grown]}))
     row = next(r for r in ra.figures(quick=True) if r["figure"].startswith("Aggregation vs its I/O floor"))
     assert row["pass"] == "MISS" and "worst 1.70×" in row["measured"] and "2x14 cells" in row["scaling"]
+    # the CPU ratio is shown where the size recorded CPU times
+    assert "= 1.70× (CPU 20 s vs 24 s = 1.20×)" in row["scaling"] and "= 1.30×;" in row["scaling"]
     (tmp_path / "analysis.json").write_text(json.dumps({
         "classification": [{"responses": 1, "responses_per_minute": 2e6, "meets_target": True}],
         "classification_unflagged": {"responses_per_minute": 1e5}, "aggregation_sizes": [size]}))
