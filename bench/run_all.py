@@ -307,7 +307,10 @@ def write_markdown(rows: list[dict], mach: dict, status: dict[str, dict], quick:
            "rollout-8 no-clip arm, 19 cells per model); the summaries-only pass is timed separately. "
            "Each size is timed against its I/O floor (every sample file read, gunzipped and parsed with one "
            "`json.loads`, as the fast path does, nothing else, same workers) right before `aggregate()` on "
-           "the same tree: the ratio is the figure, since machine load moves both. "
+           "the same tree: the ratio is the figure, since machine load moves both; the CPU ratio (user + sys "
+           "of the bench process and its workers) is shown beside it, as it moves least on a shared machine. "
+           "`--grids DIR` keeps the synthetic grids and reuses them (the 10-model grid takes longer to write "
+           "than to aggregate). "
            "Classification throughput is measured at two sizes on one core.",
            "- Grading, training and generation compare against a baseline measured in the same process on the "
            "same machine, so machine load affects both sides.",

@@ -299,13 +299,12 @@ def _read_run(job: tuple[str, dict[str, pd.DataFrame]]) -> RunSamples:
     for bench, btab in base.items():
         steps = sorted(s for (s, b) in files if b == bench)
         if steps:
-            # only the final step's per-problem table is needed (transitions); the others are
-            # folded straight to accuracies aligned to the base problems (same numbers, no table)
+            # every step is folded straight to accuracies aligned to the base problems, the final
+            # one also to its transitions (the numbers of the per-problem tables, without them)
             positions = {pid: i for i, pid in enumerate(btab.index)}
             acc = [samples.read_accuracy(files[(s, bench)], positions) for s in steps[:-1]]
-            last = samples.read_problems(files[(steps[-1], bench)])
-            acc.append(samples.accuracy(last, btab.index))
-            out[bench] = (steps, np.stack(acc), classify.transitions_between(btab, last))
+            final, trans = samples.read_final(files[(steps[-1], bench)], btab, positions)
+            out[bench] = (steps, np.stack([*acc, final]), trans)
     return out
 
 
