@@ -166,3 +166,30 @@ def test_make_run_bench_patches_the_old_defaults_into_job_specs() -> None:
         node = cfg
         for k in key.split("."):
             node = node[k]
+
+
+def test_kept_grids_are_reused_only_for_the_same_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--grids: a kept tree is reused for the same config, chars and seed, and rewritten otherwise."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        ba = _load("bench_analysis")
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    written: list[int] = []
+
+    def fake_write_grid(root: Path, cfg: dict, chars: int, seed: int) -> dict:  # the real one takes minutes
+        root.mkdir(parents=True)
+        (root / "tree").write_text(str(seed))
+        written.append(seed)
+        return {"runs": len(cfg["models"]), "sample_files": 1, "responses": 2}
+
+    monkeypatch.setattr(ba, "write_grid", fake_write_grid)
+    cfg = ba.paper_grid_config(1)
+    root, shape = ba.grid_tree(tmp_path / "scratch", tmp_path / "grids", "1", cfg, 200, 0)
+    assert root == tmp_path / "grids" / "grid_1" and shape["responses"] == 2 and written == [0]
+    again, shape = ba.grid_tree(tmp_path / "scratch", tmp_path / "grids", "1", cfg, 200, 0)
+    assert again == root and written == [0] and shape["generate_s"] == 0.0
+    ba.grid_tree(tmp_path / "scratch", tmp_path / "grids", "1", cfg, 200, 1)  # another seed: rewritten
+    assert written == [0, 1] and (root / "tree").read_text() == "1"
+    scratch_root, _ = ba.grid_tree(tmp_path / "scratch", None, "1", cfg, 200, 0)  # no --grids: scratch
+    assert scratch_root == tmp_path / "scratch" / "grid_1" and written == [0, 1, 0]
