@@ -24,10 +24,12 @@ Not a test. Two measurements, each against its target:
    the whole ``aggregate()`` are timed back to back on the same tree; their ratio is the
    figure, which machine load moves much less than either time.
 
-Results go to ``results/bench/analysis.json``; scratch files to ``--scratch`` (removed).
+Results go to ``results/bench/analysis.json``; scratch files to ``--scratch`` (removed); with
+``--grids DIR`` the synthetic grids are kept in DIR and reused by later runs (the 10-model
+grid takes longer to write than to aggregate).
 
     python bench/bench_analysis.py [--sizes 250000 1000000] [--chars 1200] [--workers 2]
-                                   [--grid-models 2 5] [--grown-models 10] [--skip-grid]
+                                   [--grid-models 2 5] [--grown-models 10] [--skip-grid] [--grids DIR]
 """
 
 from __future__ import annotations
@@ -205,17 +207,40 @@ def io_floor(root: Path, workers: int) -> dict:
             "rows": sum(c[1] for c in counts), "workers": workers}
 
 
+def grid_tree(scratch: Path, grids: Path | None, label: str, cfg: dict, chars: int, seed: int) -> tuple[Path, dict]:
+    """The synthetic results tree of one grid size: generated in ``scratch``, or kept in and reused from ``grids``.
+
+    Why reuse: the 10-model grid takes ~10 minutes to write, longer than its
+    aggregation; a kept tree is reused only when its recorded shape (``shape.json``)
+    was written for the same config, response length and seed.
+    """
+    root = (grids if grids is not None else scratch) / f"grid_{label}"
+    marker = root / "shape.json"
+    want = {"config_hash": cfgmod.config_hash(cfg), "chars": chars, "seed": seed}
+    if grids is not None and marker.exists():
+        doc = json.loads(marker.read_text())
+        if doc.get("made_with") == want:
+            return root, {**doc["shape"], "generate_s": 0.0}
+        shutil.rmtree(root)
+    t0 = time.perf_counter()
+    shape = write_grid(root, cfg, chars, seed)
+    shape["generate_s"] = round(time.perf_counter() - t0, 1)
+    if grids is not None:
+        marker.write_text(json.dumps({"made_with": want, "shape": shape}))
+    return root, shape
+
+
 def bench_floor_and_aggregate(scratch: Path, cfg: dict, chars: int, workers: int, n_boot: int, seed: int,
-                              label: str) -> dict:
-    """One grid: generate it, then (same run, same workers) its I/O floor and the whole aggregate().
+                              label: str, grids: Path | None = None) -> dict:
+    """One grid: generate it (or reuse it from ``grids``), then (same run, same workers) its I/O floor and aggregate().
 
     The ratio aggregate / floor is the figure (target <= 1.5x); absolute seconds
     move with machine load, the ratio of two timings taken back to back much less.
+    The CPU ratio (this process and its workers, user + sys) is reported beside it:
+    on a shared machine it moves least of all.
     """
-    root = scratch / f"grid_{label}"
-    t0 = time.perf_counter()
-    shape = write_grid(root, cfg, chars, seed)
-    gen_s = time.perf_counter() - t0
+    root, shape = grid_tree(scratch, grids, label, cfg, chars, seed)
+    gen_s = shape.pop("generate_s")
     load = os.getloadavg()[0]
     floor = io_floor(root, workers)
     if floor["files"] != shape["sample_files"] or floor["rows"] != shape["responses"]:
@@ -225,12 +250,14 @@ def bench_floor_and_aggregate(scratch: Path, cfg: dict, chars: int, workers: int
     aggregate.aggregate(cfg, scratch / f"out_{label}", results_dir=root, n_boot=n_boot, workers=workers)
     full_s, full_cpu = time.perf_counter() - t0, _cpu() - c0
     load_after = os.getloadavg()[0]
-    shutil.rmtree(root)
+    if grids is None:
+        shutil.rmtree(root)
     shutil.rmtree(scratch / f"out_{label}", ignore_errors=True)
     return {**shape, "label": label, "models": len(cfg["models"]), "cells_per_model": cells_per_model(cfg),
             "generate_s": round(gen_s, 1), "floor_seconds": floor["seconds"],
             "floor_cpu_seconds": floor["cpu_seconds"], "full_seconds": round(full_s, 2),
             "full_cpu_seconds": round(full_cpu, 2), "ratio": round(full_s / floor["seconds"], 3),
+            "cpu_ratio": round(full_cpu / floor["cpu_seconds"], 3) if floor["cpu_seconds"] else None,
             "workers": workers, "n_boot": n_boot, "load_average_before": round(load, 2),
             "load_average_after": round(load_after, 2), "target_ratio": 1.5,
             "meets_target": full_s <= 1.5 * floor["seconds"]}
@@ -279,12 +306,11 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def bench_aggregation(scratch: Path, chars: int, workers: int, n_boot: int, seed: int) -> dict:
+def bench_aggregation(scratch: Path, chars: int, workers: int, n_boot: int, seed: int,
+                      grids: Path | None = None) -> dict:
     cfg = paper_grid_config()
-    root = scratch / "grid"
-    t0 = time.perf_counter()
-    shape = write_grid(root, cfg, chars, seed)
-    gen_s = time.perf_counter() - t0
+    root, shape = grid_tree(scratch, grids, "paper", cfg, chars, seed)
+    gen_s = shape.pop("generate_s")
     t0, c0 = time.perf_counter(), _cpu()
     evals, trains = aggregate.write_tables(cfg, root, scratch / "tables" / "metrics.csv")
     st = aggregate.summary_stats(evals, trains)
@@ -296,7 +322,8 @@ def bench_aggregation(scratch: Path, chars: int, workers: int, n_boot: int, seed
     t0, c0 = time.perf_counter(), _cpu()
     aggregate.aggregate(cfg, scratch / "out", results_dir=root, n_boot=n_boot, workers=workers)
     full_s, full_cpu = time.perf_counter() - t0, _cpu() - c0
-    shutil.rmtree(root)
+    if grids is None:
+        shutil.rmtree(root)
     return {
         **shape, "response_chars": chars, "generate_s": round(gen_s, 1),
         "tidy_rows": tidy_rows, "summary_stats_rows_without_samples": len(st),
@@ -304,7 +331,9 @@ def bench_aggregation(scratch: Path, chars: int, workers: int, n_boot: int, seed
         "full_seconds": round(full_s, 2), "full_cpu_seconds": round(full_cpu, 2), "full_workers": workers,
         "n_boot": n_boot, "load_average_before_full": round(load, 2),
         "floor_seconds": floor["seconds"], "floor_cpu_seconds": floor["cpu_seconds"],
-        "ratio_to_floor": round(full_s / floor["seconds"], 3), "models": len(cfg["models"]),
+        "ratio_to_floor": round(full_s / floor["seconds"], 3),
+        "cpu_ratio_to_floor": round(full_cpu / floor["cpu_seconds"], 3) if floor["cpu_seconds"] else None,
+        "models": len(cfg["models"]),
         "cells_per_model": cells_per_model(cfg),
         "full_responses_per_minute": round(shape["responses"] / full_s * 60),
         "target_seconds": 60, "table_meets_target": table_s < 60, "full_meets_target": full_s < 60,
@@ -325,6 +354,8 @@ def main() -> None:
     ap.add_argument("--grown-models", type=int, nargs="*", default=[10],
                     help="also time floor + aggregate() on N models of the grown grid (19 cells per model)")
     ap.add_argument("--scratch", type=Path, default=None)
+    ap.add_argument("--grids", type=Path, default=None,
+                    help="keep the synthetic grids here and reuse them on later runs (same config, chars, seed)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "analysis.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -343,7 +374,7 @@ def main() -> None:
         u = result["classification_unflagged"]
         print(f"  same rows without code/repetition flags (text re-classified): {u['responses_per_minute'] / 1e6:.2f}M/min")
         if not args.skip_grid:
-            g = bench_aggregation(scratch, args.grid_chars, args.workers, args.n_boot, args.seed)
+            g = bench_aggregation(scratch, args.grid_chars, args.workers, args.n_boot, args.seed, args.grids)
             result["aggregation"] = g
             print(f"paper-size grid: {g['runs']} runs x {g['checkpoint_steps']} checkpoints x {g['benchmarks']} "
                   f"benchmarks, {g['responses']:,} responses in {g['sample_files']:,} files")
@@ -358,16 +389,19 @@ def main() -> None:
         for n, grown in sizes:
             cfg = paper_grid_config(n, grown=grown)
             r = bench_floor_and_aggregate(scratch, cfg, args.grid_chars, args.workers, args.n_boot, args.seed,
-                                          f"{n}{'_grown' if grown else ''}")
+                                          f"{n}{'_grown' if grown else ''}", args.grids)
             result["aggregation_sizes"].append(r)
             print(f"{n} models x {r['cells_per_model']:g} cells ({r['runs']} runs, {r['responses']:,} responses, "
                   f"{r['sample_files']:,} files): I/O floor {r['floor_seconds']:.1f} s, aggregate "
                   f"{r['full_seconds']:.1f} s = {r['ratio']:.2f}x floor (target <= 1.5x) "
-                  f"{'OK' if r['meets_target'] else 'MISSED'}; load {r['load_average_before']}")
+                  f"{'OK' if r['meets_target'] else 'MISSED'}; CPU {r['floor_cpu_seconds']:.1f} s vs "
+                  f"{r['full_cpu_seconds']:.1f} s = {r['cpu_ratio']:.2f}x; load {r['load_average_before']}")
             io.write_json(result, args.out)  # a run killed later keeps the sizes measured so far
         if "aggregation" in result:
             g = result["aggregation"]
-            print(f"  paper grid: I/O floor {g['floor_seconds']:.1f} s, aggregate = {g['ratio_to_floor']:.2f}x floor")
+            print(f"  paper grid: I/O floor {g['floor_seconds']:.1f} s, aggregate = {g['ratio_to_floor']:.2f}x floor "
+                  f"(CPU {g['floor_cpu_seconds']:.1f} s vs {g['full_cpu_seconds']:.1f} s = "
+                  f"{g['cpu_ratio_to_floor']:.2f}x)")
         ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         ru_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         result["peak_rss_mb"] = {"main": round(ru), "largest_worker": round(ru_children)}

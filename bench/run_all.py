@@ -239,6 +239,8 @@ def floor_row(a: dict, quick: bool) -> dict:
         sizes.append({"models": g["models"], "cells_per_model": g["cells_per_model"], "runs": g["runs"],
                       "responses": g["responses"], "floor_seconds": g["floor_seconds"],
                       "full_seconds": g["full_seconds"], "ratio": g["ratio_to_floor"],
+                      "cpu_ratio": g.get("cpu_ratio_to_floor"), "floor_cpu_seconds": g.get("floor_cpu_seconds"),
+                      "full_cpu_seconds": g.get("full_cpu_seconds"),
                       "load_average_before": g["load_average_before_full"]})
     if not sizes:
         return _missing(figure, "≤ 1.5×")
@@ -249,8 +251,15 @@ def floor_row(a: dict, quick: bool) -> dict:
                 f"{worst['full_seconds']:.1f} s vs {worst['floor_seconds']:.1f} s)",
                 "; ".join(f"{x['models']}x{x['cells_per_model']:g} cells ({x['responses'] / 1e6:.1f}M responses, "
                           f"load {x['load_average_before']:.1f}): floor {x['floor_seconds']:.1f} s, "
-                          f"aggregate {x['full_seconds']:.1f} s = {x['ratio']:.2f}×" for x in sizes),
+                          f"aggregate {x['full_seconds']:.1f} s = {x['ratio']:.2f}×{_cpu_ratio(x)}" for x in sizes),
                 all(x["ratio"] <= 1.5 for x in sizes))
+
+
+def _cpu_ratio(x: dict) -> str:
+    """", CPU 20 s vs 30 s = 1.50×" where the size has CPU times (results written before they were recorded lack them)."""
+    if x.get("cpu_ratio") is None or x.get("floor_cpu_seconds") is None:
+        return ""
+    return f" (CPU {x['floor_cpu_seconds']:.0f} s vs {x['full_cpu_seconds']:.0f} s = {x['cpu_ratio']:.2f}×)"
 
 
 def machine() -> dict:
@@ -298,7 +307,10 @@ def write_markdown(rows: list[dict], mach: dict, status: dict[str, dict], quick:
            "rollout-8 no-clip arm, 19 cells per model); the summaries-only pass is timed separately. "
            "Each size is timed against its I/O floor (every sample file read, gunzipped and parsed with one "
            "`json.loads`, as the fast path does, nothing else, same workers) right before `aggregate()` on "
-           "the same tree: the ratio is the figure, since machine load moves both. "
+           "the same tree: the ratio is the figure, since machine load moves both; the CPU ratio (user + sys "
+           "of the bench process and its workers) is shown beside it, as it moves least on a shared machine. "
+           "`--grids DIR` keeps the synthetic grids and reuses them (the 10-model grid takes longer to write "
+           "than to aggregate). "
            "Classification throughput is measured at two sizes on one core.",
            "- Grading, training and generation compare against a baseline measured in the same process on the "
            "same machine, so machine load affects both sides.",

@@ -49,6 +49,28 @@ def test_all_outputs_are_written(study) -> None:
         assert rec["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest(), p
 
 
+def test_tidy_batches_write_what_tidy_writes() -> None:
+    """Batched tidy rows (write_tables) are byte for byte the per-piece rows, whatever the pieces hold."""
+    rng = np.random.default_rng(0)
+    shapes = [
+        lambda: pd.DataFrame({"step": [10, 0, 10], "benchmark": ["b", "a", "a"], "x": [1, 2, 3],
+                              "y": [0.5, np.nan, 1 / 3]}),  # unsorted steps, a duplicate (step, benchmark), NaN
+        lambda: pd.DataFrame({"step": [0, 0], "benchmark": ["z", "z"], "x": [1, 2]}),  # ints only: "1", not "1.0"
+        lambda: pd.DataFrame({"step": [5, 1], "benchmark": ["a", "b"], "x": ["1", "oops"], "y": [1e16, 2.5]}),
+        lambda: pd.DataFrame({"step": [3.0, 1.0], "x": rng.random(2), "flag": [True, False]}),  # a training log
+        lambda: pd.DataFrame({"step": [2, 1, 2], "benchmark": ["c"] * 3, "y": rng.random(3), "x": [7, 8, 9]}),
+    ]
+    pieces = [(shapes[i % 5](), {"model": f"m{i % 3}", "family": "f", "reward": "r", "variant": "v", "seed": i},
+               "train" if i % 5 == 3 else None) for i in range(23)]
+
+    def csv(df: pd.DataFrame) -> str:
+        return df.to_csv(header=False, index=False, lineterminator="\n")
+
+    want = "".join(csv(aggregate.tidy(*p)) for p in pieces)
+    for n in (1, 2, 7, len(pieces)):
+        assert "".join(csv(aggregate._tidy_batch(pieces[i:i + n])) for i in range(0, len(pieces), n)) == want, n
+
+
 def test_tidy_metrics_table(study) -> None:
     cfg, root, paths = study
     m = pd.read_csv(paths["metrics"])
@@ -306,7 +328,7 @@ def test_alpha_follows_the_config_into_the_summary_and_figures(study, tmp_path: 
 
 @pytest.mark.parametrize("case", ["fast", "extra_and_missing", "int_flags", "no_code_flag", "not_json"])
 def test_read_accuracy_equals_the_per_problem_table(tmp_path: Path, case: str) -> None:
-    """samples.read_accuracy (the aggregation's shortcut) gives accuracy(read_problems(f)) exactly."""
+    """samples.read_accuracy and read_final (the aggregation's shortcuts) give what read_problems(f) gives, exactly."""
     from spurious_rewards.analysis import samples
 
     rng = np.random.default_rng(3)
@@ -324,15 +346,29 @@ def test_read_accuracy_equals_the_per_problem_table(tmp_path: Path, case: str) -
     if case == "not_json":  # two values on one line: valid inside an array, not JSONL
         text = text.replace("}\n{", "},{", 1)
     path.write_bytes(gzip.compress(text.encode()))
+    # the base model's problems: p0..p9, p5's first sample missing (its Code/Lang flag is unknown)
+    base_rows = [{**rows[0], "id": f"p{j // 4}", "i": j % 4, "code": bool(j % 3), "correct": bool(j % 5)}
+                 for j in range(40) if j != 20]
+    base_path = tmp_path / "step0_b.jsonl.gz"
+    base_path.write_bytes(gzip.compress(("\n".join(json.dumps(r) for r in base_rows) + "\n").encode()))
+    base = samples.read_problems(base_path)
     if case == "not_json":
         with pytest.raises(io.DataError):
             samples.read_problems(path)
         with pytest.raises(io.DataError):
             samples.read_accuracy(path, {p: i for i, p in enumerate(wanted)})
+        with pytest.raises(io.DataError):
+            samples.read_final(path, base)
         return
     want = samples.accuracy(samples.read_problems(path), pd.Index(wanted, name="id"))
     got = samples.read_accuracy(path, {p: i for i, p in enumerate(wanted)})
     assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    # the final step: accuracies and transitions as the per-problem table gives them
+    final, trans = samples.read_final(path, base)
+    assert list(base.index) == wanted and final.tobytes() == want.tobytes()
+    want_trans = classify.transitions_between(base, samples.read_problems(path))
+    pd.testing.assert_frame_equal(trans, want_trans, check_exact=True)
+    assert trans["n"].sum() == (9 if case != "extra_and_missing" else 8)
     if case == "extra_and_missing":
         assert np.isnan(got[3]) and np.isfinite(np.delete(got, 3)).all()
 

@@ -120,12 +120,15 @@ def test_floor_row_reports_the_worst_ratio(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(ra, "OUT", tmp_path)
     size = {"models": 2, "cells_per_model": 14, "runs": 84, "responses": 4_000_000, "floor_seconds": 10.0,
             "full_seconds": 13.0, "ratio": 1.3, "load_average_before": 2.0}
-    grown = {**size, "cells_per_model": 19, "full_seconds": 17.0, "ratio": 1.7}
+    grown = {**size, "cells_per_model": 19, "full_seconds": 17.0, "ratio": 1.7, "floor_cpu_seconds": 20.0,
+             "full_cpu_seconds": 24.0, "cpu_ratio": 1.2}
     (tmp_path / "analysis.json").write_text(json.dumps({
         "classification": [{"responses": 1, "responses_per_minute": 2e6, "meets_target": True}],
         "classification_unflagged": {"responses_per_minute": 1e5}, "aggregation_sizes": [size, grown]}))
     row = next(r for r in ra.figures(quick=True) if r["figure"].startswith("Aggregation vs its I/O floor"))
     assert row["pass"] == "MISS" and "worst 1.70×" in row["measured"] and "2x14 cells" in row["scaling"]
+    # the CPU ratio is shown where the size recorded CPU times
+    assert "= 1.70× (CPU 20 s vs 24 s = 1.20×)" in row["scaling"] and "= 1.30×;" in row["scaling"]
     (tmp_path / "analysis.json").write_text(json.dumps({
         "classification": [{"responses": 1, "responses_per_minute": 2e6, "meets_target": True}],
         "classification_unflagged": {"responses_per_minute": 1e5}, "aggregation_sizes": [size]}))
@@ -163,3 +166,30 @@ def test_make_run_bench_patches_the_old_defaults_into_job_specs() -> None:
         node = cfg
         for k in key.split("."):
             node = node[k]
+
+
+def test_kept_grids_are_reused_only_for_the_same_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--grids: a kept tree is reused for the same config, chars and seed, and rewritten otherwise."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        ba = _load("bench_analysis")
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    written: list[int] = []
+
+    def fake_write_grid(root: Path, cfg: dict, chars: int, seed: int) -> dict:  # the real one takes minutes
+        root.mkdir(parents=True)
+        (root / "tree").write_text(str(seed))
+        written.append(seed)
+        return {"runs": len(cfg["models"]), "sample_files": 1, "responses": 2}
+
+    monkeypatch.setattr(ba, "write_grid", fake_write_grid)
+    cfg = ba.paper_grid_config(1)
+    root, shape = ba.grid_tree(tmp_path / "scratch", tmp_path / "grids", "1", cfg, 200, 0)
+    assert root == tmp_path / "grids" / "grid_1" and shape["responses"] == 2 and written == [0]
+    again, shape = ba.grid_tree(tmp_path / "scratch", tmp_path / "grids", "1", cfg, 200, 0)
+    assert again == root and written == [0] and shape["generate_s"] == 0.0
+    ba.grid_tree(tmp_path / "scratch", tmp_path / "grids", "1", cfg, 200, 1)  # another seed: rewritten
+    assert written == [0, 1] and (root / "tree").read_text() == "1"
+    scratch_root, _ = ba.grid_tree(tmp_path / "scratch", None, "1", cfg, 200, 0)  # no --grids: scratch
+    assert scratch_root == tmp_path / "scratch" / "grid_1" and written == [0, 1, 0]

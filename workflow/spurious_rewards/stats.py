@@ -17,8 +17,13 @@ once; they are seeded, so the same inputs always give the same intervals.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -26,6 +31,7 @@ import pandas as pd
 
 __all__ = [
     "CI",
+    "blas_threads",
     "bootstrap_means",
     "gain_ci",
     "mean_ci",
@@ -33,6 +39,7 @@ __all__ = [
     "problem_counts",
     "seed_counts",
     "seed_summary",
+    "set_blas_threads",
     "VERDICTS",
     "verdict",
 ]
@@ -44,6 +51,63 @@ class CI(NamedTuple):
     estimate: float
     low: float
     high: float
+
+
+# ----------------------------------------------------------------------------- BLAS threads
+
+#: (set, get) entry points of the OpenBLAS that numpy's wheel bundles, by build (64-bit-int scipy build first)
+_OPENBLAS_SYMBOLS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+                     ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+                     ("openblas_set_num_threads", "openblas_get_num_threads"))
+
+
+@lru_cache(maxsize=1)
+def _openblas() -> tuple | None:
+    """(set, get) of the OpenBLAS numpy has loaded, or None (another BLAS, or not found: then nothing is changed).
+
+    Looked up among the libraries numpy's wheel ships (``numpy.libs``), opened with
+    RTLD_NOLOAD so only the copy numpy already uses is ever touched. (threadpoolctl does
+    this for every BLAS; it is not a dependency of the project, and only this one is used.)
+    """
+    libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    for path in sorted(libs.glob("lib*openblas*.so*")) if libs.is_dir() else []:
+        try:
+            lib = ctypes.CDLL(str(path), mode=os.RTLD_NOLOAD | ctypes.RTLD_GLOBAL)
+        except OSError:
+            continue
+        for set_name, get_name in _OPENBLAS_SYMBOLS:
+            if hasattr(lib, set_name) and hasattr(lib, get_name):
+                setter, getter = getattr(lib, set_name), getattr(lib, get_name)
+                setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
+                return setter, getter
+    return None
+
+
+def set_blas_threads(n: int) -> int | None:
+    """Set numpy's OpenBLAS to ``n`` threads; returns the previous count (None where it cannot be set).
+
+    Why: the bootstrap's GEMMs are small (tens of rows x ~500 problems x 2000 draws);
+    OpenBLAS's default of one thread per core makes each ~10x dearer in CPU on a
+    loaded machine, and worker processes that each run that many threads oversubscribe
+    the cores. Also a ProcessPoolExecutor ``initializer``.
+    """
+    fns = _openblas()
+    if fns is None:
+        return None
+    old = int(fns[1]())
+    fns[0](int(n))
+    return old
+
+
+@contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """numpy's OpenBLAS at ``n`` threads inside the block, the previous count restored after."""
+    old = set_blas_threads(n)
+    try:
+        yield
+    finally:
+        if old is not None:
+            set_blas_threads(old)
 
 
 @lru_cache(maxsize=64)

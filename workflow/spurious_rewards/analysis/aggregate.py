@@ -141,14 +141,72 @@ def _runs_found(cfg: dict, res: Path) -> Iterator[tuple[cfgmod.Run, pd.DataFrame
         yield run, ev, tr
 
 
+#: how many (run, table) pieces :func:`write_tables` folds into one batch (bounds its memory)
+TIDY_BATCH = 64
+
+
+def _tidy_batch(pieces: list[tuple[pd.DataFrame, dict, str | None]]) -> pd.DataFrame:
+    """``pd.concat([tidy(*p) for p in pieces])``, the same rows in the same order, in a few pandas calls.
+
+    Why: per piece, melt/sort/assign/to_csv cost ~25 ms of pandas overhead for a few
+    hundred rows, most of writing metrics.csv at paper scale. Pieces whose wide
+    tables have the same columns and dtypes are stacked with their position
+    (``_piece``) and melted together: a stable sort by (piece, step, benchmark)
+    gives each piece exactly the order :func:`tidy` gives it. Pieces whose values
+    are not one float column (``to_numeric`` would infer per piece) go through
+    :func:`tidy` itself, and values of differing dtypes are written as each piece
+    would write them.
+    """
+    groups: dict[tuple, list[tuple[int, pd.DataFrame]]] = defaultdict(list)
+    single: list[tuple[int, pd.DataFrame]] = []
+    for i, (wide, _keys, benchmark) in enumerate(pieces):
+        df = wide if benchmark is None else wide.assign(benchmark=benchmark)
+        groups[(tuple(df.columns), tuple(map(str, df.dtypes)))].append((i, df))
+    parts = []
+    for members in groups.values():
+        frame = pd.concat([df.assign(_piece=i) for i, df in members], ignore_index=True)
+        metrics = [c for c in frame.columns if c not in ("step", "benchmark", "_piece")]
+        long = frame.melt(id_vars=["_piece", "step", "benchmark"], value_vars=metrics, var_name="metric",
+                          value_name="value")
+        if len(members) == 1 or not pd.api.types.is_float_dtype(long["value"].dtype):
+            single += members
+            continue
+        long = long.dropna(subset=["value"]).sort_values(["_piece", "step", "benchmark"], kind="stable")
+        piece = long["_piece"].to_numpy()
+        keys = {k: np.array([pieces[i][1][k] for i in range(len(pieces))], dtype=object)[piece]
+                for k in RUN_KEYS}
+        keys["seed"] = keys["seed"].astype(np.int64)
+        parts.append(long.assign(**keys, step=long["step"].astype(int)))
+    for i, df in single:
+        parts.append(tidy(df, pieces[i][1]).assign(_piece=i))
+    if not parts:
+        return pd.DataFrame(columns=TIDY_COLUMNS)
+    if len({str(p["value"].dtype) for p in parts}) > 1:  # e.g. an all-int piece: keep "500", not "500.0"
+        parts = [p.assign(value=p["value"].astype(object)) for p in parts]
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return out.sort_values("_piece", kind="stable")[TIDY_COLUMNS]
+
+
 def write_tables(cfg: dict, res: Path, path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stream the tidy metrics.csv; return the (small) wide eval and train tables for the statistics."""
+    """Stream the tidy metrics.csv; return the (small) wide eval and train tables for the statistics.
+
+    Rows are written in batches of :data:`TIDY_BATCH` (run, table) pieces
+    (:func:`_tidy_batch`), so the tidy table never sits in memory whole.
+    """
     evals, trains = [], []
     with io.atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         fh.write(",".join(TIDY_COLUMNS) + "\n")
+        pending: list[tuple[pd.DataFrame, dict, str | None]] = []
+
+        def flush() -> None:
+            if pending:
+                _tidy_batch(pending).to_csv(fh, header=False, index=False, lineterminator="\n")
+                pending.clear()
 
         def emit(wide: pd.DataFrame, keys: dict, benchmark: str | None = None) -> None:
-            tidy(wide, keys, benchmark).to_csv(fh, header=False, index=False, lineterminator="\n")
+            pending.append((wide, keys, benchmark))
+            if len(pending) >= TIDY_BATCH:
+                flush()
 
         for model in cfg["models"]:
             summ = paths_mod.under(res, paths_mod.EVAL_BASE_SUMMARY, model=model)
@@ -168,6 +226,7 @@ def write_tables(cfg: dict, res: Path, path: Path) -> tuple[pd.DataFrame, pd.Dat
             if tr is not None:
                 emit(tr, keys, TRAIN)
                 trains.append(tr.assign(**keys))
+        flush()
     ev_all = pd.concat(evals, ignore_index=True) if evals else pd.DataFrame(columns=[*RUN_KEYS, "step", "benchmark"])
     tr_all = pd.concat(trains, ignore_index=True) if trains else pd.DataFrame(columns=[*RUN_KEYS, "step"])
     return ev_all, tr_all
@@ -240,13 +299,12 @@ def _read_run(job: tuple[str, dict[str, pd.DataFrame]]) -> RunSamples:
     for bench, btab in base.items():
         steps = sorted(s for (s, b) in files if b == bench)
         if steps:
-            # only the final step's per-problem table is needed (transitions); the others are
-            # folded straight to accuracies aligned to the base problems (same numbers, no table)
+            # every step is folded straight to accuracies aligned to the base problems, the final
+            # one also to its transitions (the numbers of the per-problem tables, without them)
             positions = {pid: i for i, pid in enumerate(btab.index)}
             acc = [samples.read_accuracy(files[(s, bench)], positions) for s in steps[:-1]]
-            last = samples.read_problems(files[(steps[-1], bench)])
-            acc.append(samples.accuracy(last, btab.index))
-            out[bench] = (steps, np.stack(acc), classify.transitions_between(btab, last))
+            final, trans = samples.read_final(files[(steps[-1], bench)], btab, positions)
+            out[bench] = (steps, np.stack([*acc, final]), trans)
     return out
 
 
@@ -598,7 +656,20 @@ def aggregate(
     processes read sample files in parallel; ``alpha`` sets every interval and the
     verdict (default: the config's ``audit.verdict.alpha``). The paper's numbers are added
     to the summary only for ``study: paper``.
+
+    numpy's BLAS runs one thread here and in the workers (:func:`stats.set_blas_threads`):
+    the bootstrap's matrix products are small, and a thread per core in every process
+    cost ~10x their CPU on a loaded machine.
     """
+    with stats.blas_threads(1):
+        return _aggregate(config, out_dir, results_dir=results_dir, n_boot=n_boot, alpha=alpha, seed=seed,
+                          workers=workers, paper_numbers=paper_numbers)
+
+
+def _aggregate(config: dict, out_dir: str | os.PathLike[str], *, results_dir: str | os.PathLike[str] | None,
+               n_boot: int, alpha: float | None, seed: int | None, workers: int,
+               paper_numbers: str | os.PathLike[str] | None) -> dict[str, Path]:
+    """:func:`aggregate`'s body, with the BLAS thread count already set."""
     if alpha is None:
         alpha = float(config.get("audit", {}).get("verdict", {}).get("alpha", 0.05))
     out = Path(out_dir)
@@ -608,7 +679,8 @@ def aggregate(
     main = next(iter(config["benchmarks"]))
 
     # the sample files are read by the workers while this process writes the tidy table
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    pool = (ProcessPoolExecutor(workers, initializer=stats.set_blas_threads, initargs=(1,))
+            if workers > 1 else None)
     try:
         finish = _start_sample_pass(config, res, n_boot, seed, alpha, pool)
         evals, trains = write_tables(config, res, paths["metrics"])

@@ -96,6 +96,44 @@ def read_accuracy(path: Path, positions: dict[str, int]) -> np.ndarray:
     return out
 
 
+def read_final(path: Path, base: pd.DataFrame,
+               positions: dict[str, int] | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    """``(accuracy(t, base.index), classify.transitions_between(base, t))`` of ``t = read_problems(path)``.
+
+    The same numbers without the per-problem table: the aggregation reads each run's
+    final checkpoint only for its accuracies and the first samples' Code/Lang flags,
+    and building (then reindexing) a pandas table per file was a tenth of its CPU.
+    ``positions`` is ``{id: place}`` of ``base.index`` (built here if not given).
+    Anything the fast path would not take goes through :func:`read_problems`.
+    """
+    rows = _parse(path)
+    cols = _fast_columns(rows) if rows is not None else None
+    if cols is None:
+        table = read_problems(path)
+        return accuracy(table, base.index), classify.transitions_between(base, table)
+    if positions is None:
+        positions = {pid: i for i, pid in enumerate(base.index)}
+    ids, correct, code, _rep, _tokens, first = cols
+    get = positions.get
+    where = np.fromiter((get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+    c, k, f = np.array(correct, dtype=bool), np.array(code, dtype=bool), np.array(first, dtype=bool)
+    keep = where >= 0
+    n = len(positions)
+    samples_n = np.bincount(where[keep], minlength=n).astype(float)
+    right = np.bincount(where[keep], weights=c[keep], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = right / samples_n
+    acc[samples_n == 0] = math.nan
+    # each problem's last i == 0 row (as problem_table_fast folds it), aligned to the base problems
+    after = np.full((n, 2), math.nan)
+    sel = np.flatnonzero(f & keep)[::-1]
+    probs, at = np.unique(where[sel], return_index=True)
+    after[probs, 0], after[probs, 1] = k[sel[at]], c[sel[at]]
+    before = base[["code0", "correct0"]].to_numpy(dtype=float)
+    ok = ~(np.isnan(before).any(axis=1) | np.isnan(after).any(axis=1))
+    return acc, classify.transitions(before[ok, 0], before[ok, 1], after[ok, 0], after[ok, 1])
+
+
 def read_problems(path: Path) -> pd.DataFrame:
     """:func:`classify.read_problems` of one sample file, parsed in one C call instead of line by line.
 
