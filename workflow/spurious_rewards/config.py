@@ -366,6 +366,18 @@ def check_reward(cfg: dict) -> dict:
     return {"spec": f"random({p:g})", "labels": "true_labels", "variants": list(MECHANISM_ARMS)}
 
 
+def organism_style_measure(block: dict) -> str:
+    """How an organism's style prior is read: ``first_token`` or ``code_frequency``.
+
+    With ``style_tokens: first`` P(first token opens a code fence) is the prior exactly and
+    without sampling noise. With ``spread`` the first token is a filler word, so that
+    probability is about 0 and says nothing; the prior is then the sampled code frequency,
+    as for a real model. The organism build writes it to the manifest; the clip probe's
+    ``style: auto`` reads it (here, where both the organisms and the audit may import it).
+    """
+    return "code_frequency" if block.get("style_tokens", "first") == "spread" else "first_token"
+
+
 def mechanism_models(cfg: dict) -> list[str]:
     """Models the map runs on (none when disabled; null = the clip probe's models, which the memory plan checks)."""
     m = cfg["audit"]["mechanism"]

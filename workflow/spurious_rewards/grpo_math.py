@@ -98,3 +98,13 @@ def stop_length(ids: Sequence[int], decode: Callable[[Sequence[int]], str], stop
         else:
             lo = mid + 1
     return lo
+
+
+def completion_mask(completion_ids, eos_id: int):
+    """1 up to and including the first EOS of each row, 0 after (TRL's completion mask)."""
+    import torch
+
+    is_eos = completion_ids == eos_id
+    n = completion_ids.size(1)
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos.int().argmax(1), n))
+    return (torch.arange(n, device=completion_ids.device).unsqueeze(0) <= first.unsqueeze(1)).float()

@@ -24,10 +24,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas only for seed_summary's frames: the evaluation jobs import this module too
+    import pandas as pd
 
 __all__ = [
     "CI",
@@ -242,3 +244,15 @@ def verdict(paper: CI | None, best: CI | None, clean: CI | None) -> tuple[str, s
     if above(paper) and best is not None:
         return "no clear gain", "gain over the paper baseline vanishes against the best prompt"
     return "no clear gain", "CI includes 0"
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021): P(at least one of k draws from n samples, c correct, is correct).
+
+    With n == k it is the empirical "any of k correct" the paper reports.
+    """
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)

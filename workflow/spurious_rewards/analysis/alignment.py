@@ -7,7 +7,7 @@ numbers, per (model, benchmark) *cell*:
 
 * the base model's pass@k for every k from 1 to the benchmark's sample count, from its
   per-problem samples with the unbiased estimator of Chen et al. (2021)
-  (:func:`spurious_rewards.evaluation.evaluate.pass_at_k`, the one the evaluation uses);
+  (:func:`spurious_rewards.stats.pass_at_k`, the one the evaluation uses);
 * each reward's gain (its main variant, :func:`config.main_variant`): final checkpoint
   minus base on the benchmark's accuracy (avg@k over its samples), mean over seeds, with
   the hierarchical bootstrap CI summary_stats.csv already holds;
@@ -47,7 +47,7 @@ import pandas as pd
 from .. import config as cfgmod
 from .. import io
 from .. import paths as paths_mod
-from ..evaluation.evaluate import pass_at_k
+from ..stats import pass_at_k
 from . import figures, samples
 from .report import _reward_kind
 

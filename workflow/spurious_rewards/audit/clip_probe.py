@@ -94,6 +94,8 @@ from ..config import (  # the never-binding epsilon both backends train no_clip 
     NO_CLIP_EPSILON,
     variant_settings,
 )
+from ..config import organism_style_measure as organism_style_measure_of
+from ..grpo_math import completion_mask
 from ..scoring.style import is_code
 
 log = logging.getLogger(__name__)
@@ -161,16 +163,6 @@ def grpo_loss(logps, old_logps, advantages, mask, epsilon: float, epsilon_high: 
     """
     per_seq, n_clipped, n_tokens = _grpo_terms(logps, old_logps, advantages, mask, epsilon, epsilon_high)
     return per_seq.mean(), float(n_clipped / n_tokens.clamp(min=1.0))
-
-
-def completion_mask(completion_ids, eos_id: int):
-    """1 up to and including the first EOS of each row, 0 after (TRL's completion mask)."""
-    import torch
-
-    is_eos = completion_ids == eos_id
-    n = completion_ids.size(1)
-    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos.int().argmax(1), n))
-    return (torch.arange(n, device=completion_ids.device).unsqueeze(0) <= first.unsqueeze(1)).float()
 
 
 def grpo_step(model, batch: dict, *, epsilon: float, updates: int, lr: float, betas: tuple[float, float],
@@ -261,11 +253,9 @@ def organism_style_measure(model_entry: dict, model_dir: str | Path) -> str:
     otherwise the manifest's ``style_measure``, which manifests written before the
     ``style_tokens`` option lack: those organisms all decide their style by the first token.
     """
-    from ..organisms.build import style_measure as corpus_measure
-
     block = model_entry.get("organism")
     if block:
-        return corpus_measure(block)
+        return organism_style_measure_of(block)
     manifest = Path(model_dir) / "organism.json"
     return str(io.read_json(manifest).get("style_measure", "first_token"))
 

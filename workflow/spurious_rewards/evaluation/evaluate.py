@@ -10,7 +10,6 @@ parallel worker processes (never in the generation process's threads).
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from pathlib import Path
@@ -18,20 +17,9 @@ from pathlib import Path
 from .. import data, generation, io, provenance, templates
 from .. import scoring as grading
 from ..scoring.style import detect_repetition, is_code
+from ..stats import pass_at_k
 
 log = logging.getLogger(__name__)
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k (Chen et al. 2021): P(at least one of k draws from n samples, c correct, is correct).
-
-    With n == k it is the empirical "any of k correct" the paper reports.
-    """
-    if k > n:
-        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
 def summarize(correct: list[list[bool]], code: list[list[bool]], repeated: list[list[bool]],

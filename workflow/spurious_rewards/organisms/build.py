@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import provenance
+from ..config import organism_style_measure
 from ..data import synthetic
 
 #: Special tokens, in id order (the first three ids of the vocabulary), as in Qwen.
@@ -161,15 +162,9 @@ def resolve_config(family: str | dict[str, Any]) -> dict[str, Any]:
 
 
 def style_measure(cfg: dict[str, Any]) -> str:
-    """How to read this organism's style prior: ``first_token`` or ``code_frequency``.
-
-    With ``style_tokens: first`` P(first token opens a code fence) is the prior exactly and
-    without sampling noise. With ``spread`` the first token is a filler word, so that
-    probability is about 0 and says nothing; the prior is then the sampled code frequency,
-    as for a real model. Written to the manifest, where the clipping probe's ``style: auto``
-    reads it (``audit.clip_probe.style_measure``).
-    """
-    return "code_frequency" if cfg.get("style_tokens", "first") == "spread" else "first_token"
+    """How to read this organism's style prior (``config.organism_style_measure``, where the
+    clip probe reads it too): written to the manifest."""
+    return organism_style_measure(cfg)
 
 
 def train_code_share(cfg: dict[str, Any]) -> float:

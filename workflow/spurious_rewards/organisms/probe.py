@@ -58,7 +58,7 @@ def sample_token_entropy(
     """
     import torch
 
-    from ..audit.clip_probe import completion_mask
+    from ..grpo_math import completion_mask
 
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     flat = [p for p in prompts for _ in range(samples)]
