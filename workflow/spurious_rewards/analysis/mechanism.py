@@ -283,7 +283,8 @@ def paragraphs(cells: pd.DataFrame, fit: pd.DataFrame, *, alpha: float) -> list[
         if len(bias_pos):
             only = bias_pos[~bias_pos["cell"].isin(pos["cell"])]
             text += (f"clip - no_clip is above 0 in {len(bias_pos)} cells"
-                     + (f", {len(only)} of them only because no_clip's P({style}) falls faster" if len(only) else "")
+                     + (f", {len(only)} of them where clip's own drift is not above 0 (there no_clip's "
+                        f"P({style}) falls faster than clip's)" if len(only) else "")
                      + ". ")
         else:
             text += "clip - no_clip is not above 0 in any cell. "
