@@ -300,7 +300,8 @@ def paragraphs(cells: pd.DataFrame, fit: pd.DataFrame, *, alpha: float) -> list[
 
 
 def report_md(cells: pd.DataFrame, fit: pd.DataFrame, flags: dict, *, alpha: float) -> str:
-    """``aggregate/mechanism.md``: the paragraphs, the cell table in pp and the flagged cells (summary.md includes it)."""
+    """The map's report (``paths.MECHANISM["report"]``): the paragraphs, the cell table in pp and the
+    flagged cells (summary.md includes it)."""
     lines = [*(p + "\n" for p in paragraphs(cells, fit, alpha=alpha))]
     if not len(cells):
         lines.append("_No mechanism-map results yet._\n")

@@ -310,8 +310,8 @@ def audit_section(cfg: dict, verdicts: pd.DataFrame, baselines: pd.DataFrame, co
 def mechanism_section(cfg: dict, res: Path, out: Path, here: Path) -> dict | None:
     """The mechanism map's paragraphs and figures (written by aggregate_mechanism), or None when it is off.
 
-    The text is read from ``aggregate/mechanism.md`` (and the checking runs' from
-    ``aggregate/mechanism_checks.md``) under the results folder ``res``; the figure links
+    The text is read from the map's report (``paths.MECHANISM["report"]``, and the checking runs'
+    from ``paths.MECHANISM_CHECKS["report"]``) under the results folder ``res``; the figure links
     point at ``out``'s figures, relative to ``here`` (the summary's folder).
     """
     from .. import paths
