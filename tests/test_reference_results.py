@@ -53,3 +53,23 @@ def test_the_summary_opens_with_the_findings_and_names_a_clean_commit_of_this_hi
         pytest.skip("a shallow clone does not hold the reference commit")
     assert anc.returncode == 0, f"the summary's commit {commit.group(1)} is not in this repository's history"
     assert re.search(r"runs found (\d+)/\1\b", text), "a partial reference run"
+
+
+def test_rewritten_results_do_not_make_the_source_dirty(tmp_path):
+    """Every run rewrites the committed results/; only a change outside it is "uncommitted changes"."""
+    from spurious_rewards import provenance
+
+    def sh(*args: str) -> None:
+        subprocess.run(args, cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "summary.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    sh("git", "init", "-q")
+    sh("git", "add", "-A")
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ref")
+    assert provenance.git_dirty(tmp_path) is False
+    (tmp_path / "results" / "summary.md").write_text("new\n")
+    assert provenance.git_dirty(tmp_path) is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.git_dirty(tmp_path) is True
