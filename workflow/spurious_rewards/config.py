@@ -308,7 +308,9 @@ def _audit_references(cfg: dict) -> list[str]:
     check("clip_probe.models", a["clip_probe"]["models"], cfg["models"], "model")
     m = a["mechanism"]
     rollout = (a["clip_probe"]["prompts_per_rollout"] or cfg["grpo"]["prompts_per_rollout"]) * cfg["grpo"]["group_size"]
-    for u in m["updates"]:
+    mapped = m["enabled"] and [n for n in (m["models"] or a["clip_probe"]["models"] or cfg["models"])
+                               if n in cfg["models"]]
+    for u in m["updates"] if mapped else []:  # a map with no model left (a cut-down config) plans nothing
         if rollout % u:
             problems.append(f"audit.mechanism.updates: {u} must divide the probe's rollout of {rollout} samples "
                             "(audit.clip_probe.prompts_per_rollout or grpo.prompts_per_rollout x grpo.group_size)")
