@@ -73,3 +73,28 @@ def test_rewritten_results_do_not_make_the_source_dirty(tmp_path):
     assert provenance.git_dirty(tmp_path) is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert provenance.git_dirty(tmp_path) is True
+
+
+def test_a_fresh_clone_finds_the_committed_results_as_the_lock_recorded(tmp_path):
+    """dvc.lock is committed with the reference run: on a fresh clone the git-tracked outputs (summary,
+    tables, figures, metrics, the study) match it; what is absent (data, runs, evaluations) is reported as
+    not in the cache, never as modified."""
+    import json
+    import sys
+
+    if _git("rev-parse", "--git-dir").returncode != 0:
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, capture_output=True)
+    res = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=clone, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    status = json.loads(res.stdout or "{}")
+    tracked = ("results/summary.md", "results/aggregate", "results/figures", "results/metrics",
+               "results/study.yaml", "results/plots/accuracy.csv")
+    for stage, changes in status.items():
+        for change in changes if isinstance(changes, list) else [changes]:
+            outs = change.get("changed outs", {}) if isinstance(change, dict) else {}
+            bad = {p: s for p, s in outs.items() if p in tracked and s != "not in cache"}
+            assert not bad, f"stage {stage}: committed outputs differ from dvc.lock: {bad}"
+    assert status, "no dvc.lock? a fresh clone lacks the run's data, so some stage must report it"
