@@ -123,9 +123,11 @@ def fit_scaling(frac: np.ndarray, bias: np.ndarray, *, n_boot: int = 2000, seed:
     if pos.sum() >= 2:
         out["b"], out["a"] = loglog(frac[pos], bias[pos])
         fp, bp = frac[pos], bias[pos]
-        boots = [loglog(fp[i], bp[i])[0] for i in rng.integers(0, len(fp), size=(n_boot, len(fp)))]
-        boots = np.array([b for b in boots if np.isfinite(b)])
-        if len(boots):
+        # a resample of fewer than 3 distinct cells fits a line through 2 points (any slope): dropped;
+        # with fewer than 4 cells the only usable resamples reorder the sample, so no interval at all
+        idx = [i for i in rng.integers(0, len(fp), size=(n_boot, len(fp))) if len(set(i.tolist())) >= 3]
+        boots = np.array([b for b in (loglog(fp[i], bp[i])[0] for i in idx) if np.isfinite(b)])
+        if len(fp) >= 4 and len(boots):
             out["b_low"], out["b_high"] = (float(v) for v in np.quantile(boots, [alpha / 2, 1 - alpha / 2]))
     if (frac > 0).any():
         out["a2"] = through_origin(frac, bias)
@@ -291,15 +293,17 @@ def paragraphs(cells: pd.DataFrame, fit: pd.DataFrame, *, alpha: float) -> list[
         fr = fit[fit["model"] == model]
         if len(fr) and np.isfinite(fr.iloc[0]["b"]):
             r = fr.iloc[0]
+            ci = (f" [{r['b_low']:.2f}, {r['b_high']:.2f}]" if np.isfinite(r["b_low"])
+                  else " (no CI: fewer than 4 cells)")
             text += (f"Over the {int(r['cells_positive'])} cells with a positive bias, bias ∝ f^b with "
-                     f"b = {r['b']:.2f} [{r['b_low']:.2f}, {r['b_high']:.2f}] (f = clipped-token fraction).")
+                     f"b = {r['b']:.2f}{ci} (f = clipped-token fraction).")
         else:
             text += "Too few cells with a positive bias to fit its growth with the clipped fraction."
         out.append(text)
     return out
 
 
-def report_md(cells: pd.DataFrame, fit: pd.DataFrame, flags: dict, *, alpha: float) -> str:
+def report_md(cells: pd.DataFrame, fit: pd.DataFrame, flags: dict, *, alpha: float, checked: bool = True) -> str:
     """The map's report (``paths.MECHANISM["report"]``): the paragraphs, the cell table in pp and the
     flagged cells (summary.md includes it)."""
     lines = [*(p + "\n" for p in paragraphs(cells, fit, alpha=alpha))]
@@ -312,7 +316,7 @@ def report_md(cells: pd.DataFrame, fit: pd.DataFrame, flags: dict, *, alpha: flo
         lines.append(f"| {r['model']} | {_cell_words(r)} | {_ci(r, 'bias')} | {_ci(r, 'clip_drift')} | "
                      f"{_ci(r, 'clip_d_accuracy')} | {100 * r['clip_fraction']:.2f} |")
     lines.append("")
-    for model, cells_ in flags.items():
+    for model, cells_ in flags.items() if checked else ():
         if cells_:
             lines.append(f"Checked by training ({model}): " + ", ".join(f"`{c['cell']}`" for c in cells_)
                          + f" ({cells_[0]['why']}).\n")
@@ -333,7 +337,8 @@ def write_map(cfg: dict, res: Path, out: Path, *, n_boot: int = 2000) -> dict[st
     plot_map(cells, outs["fig_map"], alpha=alpha)
     plot_scaling(cells, fit, outs["fig_scaling"], alpha=alpha)
     with io.atomic_output(outs["report"]) as tmp:
-        Path(tmp).write_text(report_md(cells, fit, flags, alpha=alpha), encoding="utf-8")
+        Path(tmp).write_text(report_md(cells, fit, flags, alpha=alpha,
+                                       checked=cfg["audit"]["mechanism"]["check"]["enabled"]), encoding="utf-8")
     io.write_json(flags, outs["flagged"])
     return outs
 
