@@ -69,7 +69,11 @@ def test_rewritten_results_do_not_make_the_source_dirty(tmp_path):
     sh("git", "add", "-A")
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ref")
     assert provenance.git_dirty(tmp_path) is False
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    sh("git", "add", "dvc.lock")
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock")
     (tmp_path / "results" / "summary.md").write_text("new\n")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     assert provenance.git_dirty(tmp_path) is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert provenance.git_dirty(tmp_path) is True

@@ -50,12 +50,14 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
 def git_dirty(cwd: str | Path | None = None) -> bool | None:
     """Whether tracked files other than the pipeline's own outputs differ from HEAD (None when unknown).
 
-    ``results/`` is left out: the committed reference results (summary.md, its tables and
-    figures) are rewritten by every run, and a result is "from uncommitted changes" only when
-    the code or configs that made it were.
+    ``results/`` and ``dvc.lock`` are left out: the committed reference results (summary.md, its
+    tables and figures) and DVC's record of them are rewritten by every run (``dvc repro`` updates
+    the lock between its stages), and a result is "from uncommitted changes" only when the code or
+    configs that made it were.
     """
     try:
-        res = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+        res = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results",
+                              ":(exclude)dvc.lock"],
                              cwd=str(cwd or _ROOT),
                              capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.SubprocessError):
