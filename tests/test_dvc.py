@@ -167,6 +167,7 @@ def test_metrics_and_plots_show(toy_study, tmp_path):
     # the table a person reads: a row per model file, a column per metric
     table = dvc(repo, "metrics", "show").stdout.splitlines()
     assert table[0].split()[:3] == ["Path", "base_accuracy", "ground_truth"] and table[1].startswith(mfile)
+    assert not any("provenance" in line for line in table), table  # the sidecars are .dvcignore'd
     # metrics are `cache: false`, i.e. in git: diffing against a commit needs no pull
     diff = json.loads(dvc(repo, "metrics", "diff", "HEAD", "--all", "--json").stdout)
     old = {k: v.get("old") for k, v in diff.get(mfile, {}).items()}
