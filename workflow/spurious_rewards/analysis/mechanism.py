@@ -184,7 +184,11 @@ def plot_map(cells: pd.DataFrame, path: Path, *, alpha: float) -> None:
     facets = (list(dict.fromkeys(zip(cells["lr"], cells["epsilon_high"].map(_fmt), strict=True)))
               if len(cells) else [])
     nrows, ncols = max(1, len(models) * len(PANELS)), max(1, len(facets))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols + 0.6, 2.6 * nrows), squeeze=False)
+    height = 3.0 * nrows + 1.4
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols + 0.6, height), squeeze=False)
+    # room for the three-line figure title, and for each panel's two-line title below the previous
+    # panel's x label
+    fig.subplots_adjust(hspace=0.6, top=1 - 1.4 / height, bottom=0.5 / height)
     if not len(cells):
         figures.empty(axes[0][0], "no mechanism-map results")
     for mi, model in enumerate(models):
