@@ -244,11 +244,11 @@ def test_switching_the_study_is_editing_extends(toy_study_copy):
 def test_editing_a_module_reruns_the_stages_that_import_it(toy_study_copy):
     """Bug 4: a change in scoring/rewards.py alone makes DVC rerun the stages whose jobs grade or
     validate with it (every one: config validation parses reward specs), one in the figures only
-    the aggregation."""
+    the stages that draw (the aggregation, and the audit, whose mechanism-map checkpoint draws its map)."""
     repo = toy_study_copy.repo
     with open(repo / "workflow/spurious_rewards/analysis/figures.py", "a") as fh:
         fh.write("\n# an edit\n")
-    assert set(stage_status(repo)) == {"aggregate"}
+    assert set(stage_status(repo)) == {"audit", "aggregate"}
     with open(repo / "workflow/spurious_rewards/scoring/rewards.py", "a") as fh:
         fh.write("\n# an edit\n")
     assert set(stage_status(repo)) == set(DVC_STAGES)
