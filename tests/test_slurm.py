@@ -230,6 +230,7 @@ def toy_config(tmp_path: Path, **datasets: dict) -> Path:
     cfg["datasets"]["train"]["n"] = 16
     cfg["datasets"]["arith_test"]["n"] = 8
     cfg["datasets"].update(datasets)
+    cfg["audit"]["mechanism"]["enabled"] = False  # its updates per rollout need config.yaml's 128-sample rollout
     cfg["grpo"].update(
         steps=1,
         save_every=1,
