@@ -58,6 +58,15 @@ def write_config(wd: Path, cfg: dict) -> Path:
     return out
 
 
+def bench_file(tmp_path: Path, n: int = 6, seed: int = 3) -> Path:
+    """``n`` generated arithmetic test problems (seed ``seed``) as a normalized dataset file in ``tmp_path``."""
+    from spurious_rewards.data import synthetic
+
+    path = tmp_path / f"bench{seed}.jsonl"
+    io.write_jsonl([p.record("arith") for p in synthetic.generate(n, seed, split="test")], path)
+    return path
+
+
 def default_config() -> dict:
     """``config.yaml`` as a user would edit it (unvalidated: no defaults filled in)."""
     return yaml.safe_load((ROOT / "config.yaml").read_text())

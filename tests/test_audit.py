@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import bench_file
 from hostile_corpus import hostile_corpus
 
 from spurious_rewards import io, stats
@@ -183,17 +184,9 @@ def test_verdict_row_pairs_problems_and_pools_clean_levels():
 # ----------------------------------------------------------------------------- baselines
 
 
-def _bench_file(tmp_path: Path, n: int = 6, seed: int = 3) -> Path:
-    from spurious_rewards.data import synthetic
-
-    path = tmp_path / f"bench{seed}.jsonl"
-    io.write_jsonl([p.record("arith") for p in synthetic.generate(n, seed, split="test")], path)
-    return path
-
-
 @pytest.mark.slow
 def test_baselines_every_template_and_chat_equals_the_base_evaluation(tmp_path):
-    bench, train = _bench_file(tmp_path), _bench_file(tmp_path, 10, 4)
+    bench, train = bench_file(tmp_path), bench_file(tmp_path, 10, 4)
     model = {"name": "toy", "path": str(ORGANISM), "template": "chat"}
     ev = {"engine": "hf", "batch_size": 16, "seed": 0, "threads": 1, "grading_workers": 1, "max_new_tokens": 24}
     b = {"samples": 2, "temperature": 1.0, "top_p": 1.0, "pass_at": [1], "data": str(bench)}
@@ -228,7 +221,7 @@ def test_baselines_without_chat_template_report_it_unavailable(tmp_path):
     cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
     cfg.pop("chat_template", None)
     (model_dir / "tokenizer_config.json").write_text(json.dumps(cfg))
-    bench = _bench_file(tmp_path, 4)
+    bench = bench_file(tmp_path, 4)
     spec = {"model": {"name": "nochat", "template": "plain"},
             "benchmarks": {"arith": {"samples": 1, "temperature": 0.0, "top_p": 1.0, "pass_at": [1], "data": str(bench)}},
             "evaluation": {"engine": "hf", "batch_size": 8, "seed": 0, "threads": 1, "grading_workers": 1,
@@ -245,7 +238,7 @@ def test_baselines_without_chat_template_report_it_unavailable(tmp_path):
 
 
 def _probe_spec(tmp_path: Path, variants: dict, *, draws: int = 2, lr: float = 1e-4) -> dict:
-    train, bench = _bench_file(tmp_path, 12, 7), _bench_file(tmp_path, 4, 8)
+    train, bench = bench_file(tmp_path, 12, 7), bench_file(tmp_path, 4, 8)
     return {
         "model": {"name": "toy", "path": str(ORGANISM), "template": "chat"},
         "train_data": str(train),
@@ -320,7 +313,7 @@ def test_every_audit_and_evaluation_output_has_provenance(tmp_path):
     """Config (spec) hash, git commit, package versions and seed in every file the audit and evaluation write."""
     from spurious_rewards import provenance
 
-    bench, train = _bench_file(tmp_path, 3), _bench_file(tmp_path, 6, 4)
+    bench, train = bench_file(tmp_path, 3), bench_file(tmp_path, 6, 4)
     model = {"name": "toy", "path": str(ORGANISM), "template": "chat"}
     ev = {"engine": "hf", "batch_size": 8, "seed": 5, "threads": 1, "grading_workers": 1, "max_new_tokens": 8}
     b = {"samples": 1, "temperature": 0.0, "top_p": 1.0, "pass_at": [1], "data": str(bench)}

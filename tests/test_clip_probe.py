@@ -1,8 +1,6 @@
 """The clipping-bias probe (``clip_probe``): the paired design, micro-batching and the style measure,
 on the shipped toy organism.
-
-The helpers ``_bench_file`` and ``_probe_spec`` are local to this module (``test_audit.py`` has
-its own copies); they can move to ``tests/conftest.py`` when that exists.
+The problem files come from ``conftest.bench_file``; ``_probe_spec`` is this module's probe spec.
 """
 
 from __future__ import annotations
@@ -10,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import bench_file
 
-from spurious_rewards import io
 from spurious_rewards.audit import clip_probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,16 +19,8 @@ CLIP = {"clip": True, "one_update": False}
 NO_CLIP = {"clip": False, "one_update": False}
 
 
-def _bench_file(tmp_path: Path, n: int, seed: int) -> Path:
-    from spurious_rewards.data import synthetic
-
-    path = tmp_path / f"bench{seed}.jsonl"
-    io.write_jsonl([p.record("arith") for p in synthetic.generate(n, seed, split="test")], path)
-    return path
-
-
 def _probe_spec(tmp_path: Path, variants: dict, *, draws: int = 3, lr: float = 1e-2, **probe) -> dict:
-    train, bench = _bench_file(tmp_path, 12, 7), _bench_file(tmp_path, 4, 8)
+    train, bench = bench_file(tmp_path, 12, 7), bench_file(tmp_path, 4, 8)
     return {
         "model": {"name": "toy", "path": str(ORGANISM), "template": "chat"},
         "train_data": str(train),

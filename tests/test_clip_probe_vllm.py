@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import terminal_line, vllm_env
+from conftest import bench_file, terminal_line, vllm_env
 
 from spurious_rewards import io
 from spurious_rewards.audit import clip_probe
@@ -32,16 +32,8 @@ PARITY_PROMPTS, PARITY_TOKENS = 64, 29
 SAMPLE = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 27}  # both endings occur (see PARITY_TOKENS)
 
 
-def _bench_file(tmp_path: Path, n: int, seed: int) -> Path:
-    from spurious_rewards.data import synthetic
-
-    path = tmp_path / f"bench{seed}.jsonl"
-    io.write_jsonl([p.record("arith") for p in synthetic.generate(n, seed, split="test")], path)
-    return path
-
-
 def _probe_spec(tmp_path: Path, **probe) -> dict:
-    train, bench = _bench_file(tmp_path, 12, 7), _bench_file(tmp_path, 4, 8)
+    train, bench = bench_file(tmp_path, 12, 7), bench_file(tmp_path, 4, 8)
     return {
         "model": {"name": "toy", "path": str(ORGANISM), "template": "chat"},
         "train_data": str(train),

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import terminal_line
 
 from spurious_rewards import data, io
 from spurious_rewards import generation as gen
@@ -143,16 +144,6 @@ EVAL_SPEC = {"max_new_tokens": 48, "seed": 0, "samples": 3}
 MV_SPEC = {"samples": 6, "temperature": 1.0, "max_new_tokens": 48, "seed": 0}
 
 
-def _report(pytestconfig: pytest.Config, message: str) -> None:
-    """A line on the terminal even under output capture (install time, agreement numbers)."""
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line(message)
-
-
 @pytest.fixture(scope="module")
 def parity_prompts(engine: gen.HFEngine) -> list[str]:
     problems = synthetic.generate(PARITY_PROBLEMS, 11, split="test")
@@ -224,7 +215,7 @@ def vllm_run(vllm_python: Path, engine: gen.HFEngine, prompts: list[str], parity
     assert proc.returncode == 0, proc.stderr[-6000:]
     result = json.loads((work / "result.json").read_text())
     secs = result["seconds"]
-    _report(pytestconfig, f"vLLM checks: {time.monotonic() - t0:.1f} s wall (engine start "
+    terminal_line(pytestconfig, f"vLLM checks: {time.monotonic() - t0:.1f} s wall (engine start "
                           f"{secs['engine_start']:.1f} s, script {secs['total']:.1f} s), {result['engine']}")
     return {"request": request, "result": result, "work": work, "train": train, "test": test}
 
@@ -258,7 +249,7 @@ def test_vllm_greedy_agrees_with_hf(vllm_run: dict, engine: gen.HFEngine, parity
     vl = res["greedy"]
     same_text = sum(h == v for h, v in zip(hf, vl, strict=True))
     same_answer = sum(grading.extract_answer(h[0]) == grading.extract_answer(v[0]) for h, v in zip(hf, vl, strict=True))
-    _report(pytestconfig, f"HF vs vLLM greedy, {len(vl)} chat prompts x {PARITY_TOKENS} tokens: "
+    terminal_line(pytestconfig, f"HF vs vLLM greedy, {len(vl)} chat prompts x {PARITY_TOKENS} tokens: "
                           f"{same_text} identical texts, {same_answer} same extracted answer")
     # All identical, and stably so: along HF's greedy paths the smallest top-1/top-2 logit gap
     # is 0.02 (5,848 steps), far above float32 kernel noise. vLLM in bfloat16 flips 4 of 200

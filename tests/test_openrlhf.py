@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import terminal_line
 
 from spurious_rewards import config as cfgmod
 from spurious_rewards import templates, training
@@ -491,18 +492,8 @@ def openrlhf_python(pytestconfig) -> Path:
         pytest.fail(f"{ENV_SCRIPT} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     venv = Path(proc.stdout.strip().splitlines()[-1])
     built = "built" if "building" in proc.stderr else "reused"
-    _report(pytestconfig, f"OpenRLHF venv {built} in {elapsed:.1f} s: {venv}")
+    terminal_line(pytestconfig, f"OpenRLHF venv {built} in {elapsed:.1f} s: {venv}")
     return venv / "bin" / "python"
-
-
-def _report(pytestconfig, message: str) -> None:
-    """A line on the terminal even under output capture (install time, commands checked)."""
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line(message)
 
 
 def _run_in_venv(python: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -549,7 +540,7 @@ def test_every_paper_command_parses_with_openrlhf(openrlhf_python, paper, tmp_pa
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads(out.read_text())["results"]
     assert len(results) == len(cmds) + len(extra) + len(negative)
-    _report(pytestconfig, f"parse-checked {len(cmds) + len(extra)} OpenRLHF commands in {elapsed:.1f} s")
+    terminal_line(pytestconfig, f"parse-checked {len(cmds) + len(extra)} OpenRLHF commands in {elapsed:.1f} s")
 
     failed = [(c[3:], r["error"]) for c, r in zip(cmds + extra, results, strict=False) if not r["ok"]]
     assert not failed, failed[:3]
