@@ -205,7 +205,8 @@ def test_trl_rollouts_stop_at_answer_and_the_loss_mask_ends_there(r1_organism, t
             stopped += 1
             assert text.endswith(STOP), text  # ends at the stop: no pad, no EOS, no continuation
             assert STOP not in tok.decode(kept[:-1], skip_special_tokens=False)
-    assert stopped >= 4, f"only {stopped} of {len(ids)} rollouts reached </answer>"
+    # about a third reach it (218 of 640 rollouts over 40 seeds); two are enough to check the cut
+    assert stopped >= 2, f"only {stopped} of {len(ids)} rollouts reached </answer>"
     assert trainer._metrics["train"]["completions/stopped_ratio"][-1] == pytest.approx(stopped / len(ids))
 
     plain, _ = _trainer(r1_organism, tmp_path / "plain", [], "none")  # the same rollouts, no stop
@@ -213,6 +214,28 @@ def test_trl_rollouts_stop_at_answer_and_the_loss_mask_ends_there(r1_organism, t
     continued = [tok.decode(r[m.bool()].tolist(), skip_special_tokens=False) for r, m in
                  zip(out_plain["completion_ids"], out_plain["completion_mask"], strict=True)]
     assert any(STOP in t and not t.endswith(STOP) for t in continued), "without the stop the model writes on"
+
+
+def test_trl_rollouts_decode_with_sample_ids_exactly_as_generate(r1_organism, tmp_path, monkeypatch):
+    """TRL's transformers path goes through ``generation.sample_ids`` (finished rows leave the
+    batch); with that dropping off it gives ``generate``'s rollouts token for token, stop included."""
+    from spurious_rewards import generation
+    from spurious_rewards.training import trl_extensions
+
+    calls = []
+    real = trl_extensions.sample_ids
+    monkeypatch.setattr(trl_extensions, "sample_ids", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(generation, "COMPACT_SHARE", 2.0)
+    trainer, _ = _trainer(r1_organism, tmp_path / "lean", [STOP], "none")
+    lean = _rollout(trainer)
+    assert calls, "the rollout did not go through sample_ids"
+
+    monkeypatch.setattr(trl_extensions, "_plain_sampling", lambda cfg: False)  # back to model.generate
+    trainer, _ = _trainer(r1_organism, tmp_path / "generate", [STOP], "none")
+    ref = _rollout(trainer)
+    assert len(calls) == 1
+    assert torch.equal(lean["completion_ids"], ref["completion_ids"])
+    assert torch.equal(lean["completion_mask"], ref["completion_mask"])
 
 
 def test_trl_whitening_matches_a_by_hand_whitening(r1_organism, tmp_path):

@@ -96,6 +96,52 @@ def test_stop_strings_cut_and_keep(engine: gen.HFEngine, prompts: list[str]) -> 
             assert c.endswith(("answer", "output"))
 
 
+def _generate_vs_sample_ids(engine: gen.HFEngine, prompts: list[str], **kw):
+    """(``model.generate`` completions, ``sample_ids`` completions) from the same seed, pads stripped."""
+    import torch
+
+    tok, model = engine.tokenizer, engine.model
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    eos = model.generation_config.eos_token_id or tok.eos_token_id
+    sampling = {"do_sample": True, "top_k": 0, "temperature": kw["temperature"], "top_p": kw["top_p"]} \
+        if kw["temperature"] > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        ref = model.generate(**enc, max_new_tokens=kw["max_new_tokens"], pad_token_id=tok.pad_token_id,
+                             eos_token_id=eos, **sampling)[:, enc["input_ids"].shape[1]:]
+        torch.manual_seed(7)
+        ours = gen.sample_ids(model, enc["input_ids"], enc["attention_mask"], eos_token_id=eos,
+                              pad_token_id=tok.pad_token_id, **kw)
+
+    def rows(ids):
+        return [[t for t in r if t != tok.pad_token_id] for r in ids.tolist()]
+
+    return rows(ref), rows(ours)
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.8])
+def test_sample_ids_reproduces_generate_token_for_token_without_compaction(
+        engine: gen.HFEngine, prompts: list[str], monkeypatch: pytest.MonkeyPatch, top_p: float) -> None:
+    """With finished rows kept in the batch, ``sample_ids`` is ``generate`` (same ops, same RNG draws)."""
+    monkeypatch.setattr(gen, "COMPACT_SHARE", 2.0)  # never drop a row
+    ref, ours = _generate_vs_sample_ids(engine, prompts, max_new_tokens=40, temperature=1.0, top_p=top_p)
+    assert ours == ref
+    assert len({len(r) for r in ref}) > 1  # rows ended at different steps: the EOS handling was exercised
+
+
+def test_sample_ids_with_compaction_is_greedy_exact_and_same_shape(engine: gen.HFEngine,
+                                                                  prompts: list[str]) -> None:
+    """Dropping finished rows changes which RNG draw a row gets, never what a row computes."""
+    ref, ours = _generate_vs_sample_ids(engine, prompts, max_new_tokens=40, temperature=0.0, top_p=1.0)
+    assert ours == ref
+    ref, ours = _generate_vs_sample_ids(engine, prompts, max_new_tokens=40, temperature=1.0, top_p=1.0)
+    assert len(ours) == len(ref) and all(0 < len(r) <= 40 for r in ours)
+    eos = engine.model.generation_config.eos_token_id or engine.tokenizer.eos_token_id
+    eos = {eos} if isinstance(eos, int) else set(eos)
+    for r in ours:  # an EOS, if any, is the last token kept
+        assert not (set(r[:-1]) & eos)
+
+
 def test_cut_at_stop() -> None:
     assert gen.cut_at_stop("a </answer> b </answer>", ["</answer>"]) == "a </answer>"
     assert gen.cut_at_stop("x STOP y END", ["END", "STOP"]) == "x STOP"

@@ -29,13 +29,116 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:end] if best >= 0 else text
 
 
+#: Finished rows are dropped from a decoding batch (and its KV cache) once at least this
+#: share of the live rows has finished since the last drop: dropping costs one
+#: ``index_select`` per cache layer, so doing it for every single finished row would
+#: cost more than the rows it saves.
+COMPACT_SHARE = 1 / 8
+
+
+def sample_ids(
+    model: Any,
+    input_ids: Any,
+    attention_mask: Any,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float = 1.0,
+    eos_token_id: int | Sequence[int] | None,
+    pad_token_id: int,
+    stop_criteria: Any = None,
+) -> Any:
+    """Completion ids ``[batch, <= max_new_tokens]`` for left-padded prompts, pad after EOS.
+
+    The same contract as ``model.generate(...)[:, prompt_len:]`` with ``top_k=0`` and no
+    other logits processing (vLLM's semantics: only temperature and top-p, whatever the
+    model's ``generation_config`` says), so callers can swap it for ``generate``. Greedy
+    when ``temperature == 0``; sampling draws from the global torch RNG, so callers seed
+    (and fork) it as they would for ``generate``.
+
+    Why not ``generate``: it keeps every row in the batch until the longest has finished,
+    and for the organisms (1M parameters, batches of hundreds of ~30-token answers) the
+    rows that already ended are most of the work. Here finished rows leave the batch and
+    the KV cache (:data:`COMPACT_SHARE`), so a step costs what its live rows cost and large
+    batches stop paying for their longest answer. transformers' own continuous batching
+    (``generate_batch``) would do that too, but on the CPU it measured ~10x slower than
+    ``generate`` for these models (bench/bench_generation.py). The model, its cache and
+    the top-p warper are transformers' own; only the loop is here.
+
+    ``stop_criteria`` (e.g. transformers' ``StopStringCriteria``) is called as in
+    ``generate``, with the ids generated so far for the live rows, and a row it flags
+    ends there.
+    """
+    import torch
+    from transformers import DynamicCache
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    device = input_ids.device
+    batch = input_ids.shape[0]
+    out = torch.full((batch, max(int(max_new_tokens), 0)), int(pad_token_id), dtype=torch.long, device=device)
+    if batch == 0 or max_new_tokens <= 0:
+        return out[:, :0]
+    eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    eos_t = torch.tensor(eos, dtype=torch.long, device=device)
+    warper = TopPLogitsWarper(float(top_p)) if temperature > 0 and top_p < 1.0 else None
+
+    cache = {_cache_kwarg(model): DynamicCache(config=model.config)}
+    mask = attention_mask.to(torch.long)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                   use_cache=True, logits_to_keep=1, **cache).logits[:, -1, :]
+    rows = torch.arange(batch, device=device)  # output row of each batch row
+    live = torch.ones(batch, dtype=torch.bool, device=device)  # batch rows still decoding
+    last = positions[:, -1]
+    width = 0
+    for step in range(int(max_new_tokens)):
+        logits = logits.float()
+        if temperature == 0:
+            token = logits.argmax(-1)
+        else:
+            logits = logits / float(temperature)
+            if warper is not None:
+                logits = warper(None, logits)
+            token = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(1)
+        token = torch.where(live, token, token.new_full((), int(pad_token_id)))
+        out[rows[live], step] = token[live]
+        width = step + 1
+        ended = torch.isin(token, eos_t) if eos else torch.zeros_like(live)
+        if stop_criteria is not None:
+            ended = ended | stop_criteria(out[rows, :width], None).to(device)
+        live = live & ~ended
+        n_live = int(live.sum())
+        if n_live == 0 or step + 1 == max_new_tokens:
+            break
+        if batch - n_live >= max(1, int(COMPACT_SHARE * batch)):
+            keep = live.nonzero().squeeze(1)
+            next(iter(cache.values())).batch_select_indices(keep)
+            rows, token, mask, last = rows[keep], token[keep], mask[keep], last[keep]
+            batch, live = n_live, live[keep]
+        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+        last = last + 1
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=last[:, None],
+                       use_cache=True, **cache).logits[:, -1, :]
+    return out[:, :width]
+
+
+def _cache_kwarg(model: Any) -> str:
+    """The forward argument that takes the KV cache: ``cache`` from transformers 5.2x on,
+    ``past_key_values`` before (the GPU machines' 5.17)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class HFEngine:
     """Batched ``transformers`` generation with left padding (the CPU path).
 
     Greedy when ``temperature == 0``. Sampling is seeded per batch from ``seed``, so
     the same seed (and batch size) gives the same outputs, and the global torch RNG
-    is left untouched. The per-call work around ``model.generate`` is one tokenizer
-    call and one batch decode, so throughput stays that of raw ``generate``.
+    is left untouched. Decoding is :func:`sample_ids` (finished rows leave the batch), and
+    the per-call work around it is one tokenizer call and one batch decode.
     """
 
     def __init__(
@@ -82,18 +185,12 @@ class HFEngine:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         stop = [s for s in stop if s]
         flat = [p for p in prompts for _ in range(n)]
-        greedy = temperature == 0
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": int(max_new_tokens),
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "eos_token_id": self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id,
-        }
-        if greedy:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(do_sample=True, temperature=float(temperature), top_p=float(top_p), top_k=0)
+        criteria = None
         if stop:
-            kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+            from transformers.generation.stopping_criteria import StopStringCriteria
+
+            criteria = StopStringCriteria(self.tokenizer, stop)
+        eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
 
         texts: list[str] = []
         starts = range(0, len(flat), self.batch_size)
@@ -102,10 +199,11 @@ class HFEngine:
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.inference_mode(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_batch_seed(seed, b))
-                out = self.model.generate(**enc, **kwargs)
-            texts.extend(
-                self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            )
+                ids = sample_ids(self.model, enc["input_ids"], enc["attention_mask"],
+                                 max_new_tokens=int(max_new_tokens), temperature=float(temperature),
+                                 top_p=float(top_p), eos_token_id=eos,
+                                 pad_token_id=self.tokenizer.pad_token_id, stop_criteria=criteria)
+            texts.extend(self.tokenizer.batch_decode(ids, skip_special_tokens=True))
         if stop:
             texts = [cut_at_stop(t, stop) for t in texts]
         return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]

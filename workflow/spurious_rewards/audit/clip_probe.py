@@ -281,9 +281,10 @@ class HFRollout:
     The engine seam of the probe: :meth:`sample` returns the batches it generated,
     each ``(prompt ids, prompt attention mask, completion ids)`` with left-padded
     prompts, in prompt-then-sample order (``batch_size`` None: one call for all).
-    One RNG stream is seeded once per call and
-    consumed batch by batch, so a batch as large as the call reproduces a single
-    ``generate`` exactly, and the CUDA generator is forked and seeded too.
+    Decoding is :func:`generation.sample_ids` (``generate``'s sampling; finished rows
+    leave the batch). One RNG stream is seeded once per call and consumed batch by
+    batch, so the same seed and batch size reproduce the same samples, and the CUDA
+    generator is forked and seeded too.
     """
 
     def __init__(self, model, tokenizer, batch_size: int | None = None) -> None:
@@ -293,14 +294,13 @@ class HFRollout:
                max_new_tokens: int) -> list[tuple[Any, Any, Any]]:
         import torch
 
+        from ..generation import sample_ids
+
         tok = self.tok
         flat = [p for p in prompts for _ in range(n)]
         device = next(self.model.parameters()).device
-        kw = {"max_new_tokens": max_new_tokens, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
-        if temperature == 0:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        kw = {"max_new_tokens": max_new_tokens, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
+              "temperature": float(temperature), "top_p": float(top_p)}
         out = []
         cuda = [device] if device.type == "cuda" else []
         with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
@@ -309,8 +309,8 @@ class HFRollout:
             for i in range(0, len(flat), step):
                 enc = tok(flat[i : i + step], return_tensors="pt", padding=True,
                           add_special_tokens=False).to(device)
-                ids = self.model.generate(**enc, **kw)
-                out.append((enc["input_ids"], enc["attention_mask"], ids[:, enc["input_ids"].shape[1] :]))
+                ids = sample_ids(self.model, enc["input_ids"], enc["attention_mask"], **kw)
+                out.append((enc["input_ids"], enc["attention_mask"], ids))
         return out
 
 
