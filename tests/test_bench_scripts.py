@@ -48,8 +48,14 @@ def test_table_from_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
                   {"scale": 2, "jobs": 1709, "seconds": 20.0, "linear_ratio": 0.92}]}))
     (tmp_path / "train.json").write_text(json.dumps(
         {"ratio": 1.2, "trl_step_s": 1.2, "raw_step_s": 1.0, "raw_steps_s": [1, 1], "peak_rss_mb": 500}))
+    gen_rows = [{"template": t, "kind": k, "batch": b, "ms_per_seq": 4.0, "ratio_to_generate_64": r}
+                for t, k, b, r in (("chat", "generate", 64, 1.0), ("chat", "engine", 256, 0.6),
+                                   ("few_shot", "engine", 64, 0.7), ("few_shot", "engine", 256, 0.85))]
+    (tmp_path / "generation.json").write_text(json.dumps({"sequences_per_template": 512, "rows": gen_rows}))
     rows = ra.figures(quick=False)
     by = {r["figure"].split(":")[0]: r for r in rows}
+    assert by["Toy generation"]["pass"] == "MISS"  # few_shot at batch 256 is over 0.8x
+    assert "worst 0.85×" in by["Toy generation"]["measured"] and "chat 0.60×" in by["Toy generation"]["scaling"]
     assert by["Planning"]["pass"] == "PASS" and "x2" in by["Planning"]["scaling"]
     assert by["Toy training"]["pass"] == "PASS"
     assert by["Grading"]["pass"] == "MISS"  # not measured is never a pass

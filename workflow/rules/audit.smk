@@ -12,6 +12,7 @@ rule audit_contamination:
     output:
         summary=paths.results(paths.CONTAMINATION_SUMMARY),
         samples=directory(paths.results(paths.CONTAMINATION_SAMPLES)),
+    priority: PRIORITY_SHORT
     log:
         "logs/audit_contamination/{model}.log",
     benchmark:
@@ -37,6 +38,7 @@ rule evaluate_baselines:
     output:
         summary=paths.results(paths.BASELINES_SUMMARY),
         samples=directory(paths.results(paths.BASELINES_SAMPLES)),
+    priority: PRIORITY_LONG
     log:
         "logs/evaluate_baselines/{model}.log",
     benchmark:
@@ -61,6 +63,7 @@ rule probe_clip_bias:
         data=probe_files,
     output:
         paths.results(paths.CLIP_PROBE),
+    priority: PRIORITY_LONG
     log:
         "logs/probe_clip_bias/{model}.log",
     benchmark:

@@ -63,6 +63,15 @@ EVAL_ENV = (
 PROBE_GPUS = min(config["grpo"]["gpus"], 1)
 PROBE_ENV = GPU_ENV if PROBE_GPUS > 0 else CPU_ENV
 
+# Scheduling when the cores are fewer than the ready jobs (Snakemake starts the
+# highest `priority:` first): the long jobs that nothing waits on (the probes, the
+# baselines) and the labels the incorrect-label runs wait on, then training, then the
+# short evaluations, so a study ends on ~15-second evaluations rather than on one
+# core idling beside a late 40-second training run (about 30 s of `make run` before).
+PRIORITY_LONG = 3
+PRIORITY_TRAIN = 2
+PRIORITY_SHORT = 1
+
 
 wildcard_constraints:
     model=cfgmod.regex_alternatives(config["models"]),

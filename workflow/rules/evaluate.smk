@@ -6,6 +6,7 @@ rule evaluate_base:
     output:
         summary=paths.results(paths.EVAL_BASE_SUMMARY),
         samples=directory(paths.results(paths.EVAL_BASE_SAMPLES)),
+    priority: PRIORITY_SHORT
     log:
         "logs/evaluate_base/{model}.log",
     benchmark:
@@ -36,6 +37,7 @@ rule evaluate_run:
     output:
         summary=paths.results(paths.EVAL_RUN_SUMMARY),
         samples=directory(paths.results(paths.EVAL_RUN_SAMPLES)),
+    priority: PRIORITY_SHORT
     log:
         "logs/evaluate_run/{model}/{reward}/{variant}/seed{seed}.log",
     benchmark:

@@ -12,6 +12,7 @@ rule label_majority_vote:
         incorrect=paths.results(paths.LABELS, labels="incorrect"),
         samples=paths.results(paths.LABEL_SAMPLES),
         stats=paths.results(paths.LABEL_STATS),
+    priority: PRIORITY_LONG
     log:
         "logs/label_majority_vote/{model}.log",
     benchmark:

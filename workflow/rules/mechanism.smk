@@ -13,6 +13,7 @@ rule probe_mechanism:
         data=probe_files,
     output:
         paths.results(paths.MECHANISM_CELL),
+    priority: PRIORITY_LONG
     log:
         "logs/probe_mechanism/{model}/{cell}.log",
     benchmark:

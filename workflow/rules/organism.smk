@@ -27,6 +27,7 @@ rule probe_organism:
         model=f"{ORGANISM_DIR}/{{model}}",
     output:
         paths.results(paths.ORGANISM_PROBE),
+    priority: PRIORITY_SHORT
     log:
         "logs/probe_organism/{model}.log",
     benchmark:

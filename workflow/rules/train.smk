@@ -10,6 +10,7 @@ rule train_grpo:
     output:
         checkpoints=directory(paths.results(paths.TRAIN_CHECKPOINTS)),
         metrics=paths.results(paths.TRAIN_METRICS),
+    priority: PRIORITY_TRAIN
     log:
         "logs/train_grpo/{model}/{reward}/{variant}/seed{seed}.log",
     benchmark:
