@@ -124,6 +124,7 @@ def make_config(study: str = "organism", models: dict | None = None, main: str =
         "arith_avg4": {"dataset": "arith_test", "samples": 4, "temperature": 0.6, "pass_at": [1, 4]},
     }
     cfg["audit"]["clean"] = ["arith_avg4"]
+    cfg["audit"]["clip_probe"]["models"] = None  # the planted probe results cover both models
     return cfgmod.validate(cfg)
 
 

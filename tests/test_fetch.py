@@ -56,6 +56,7 @@ def test_prune_applies_the_retention_policy_to_finished_runs_only(tmp_path):
 
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["retention"] = {"state": "prune", "checkpoints": "final"}
+    cfg["grpo"].update(steps=20, save_every=10)  # checkpoints 10 and 20, whatever config.yaml trains
     cfg = config.validate(cfg)
     res = tmp_path / "results"
     done, running = list(runs(cfg))[:2]

@@ -15,18 +15,21 @@ FULL = ROOT / "config" / "organism-full.yaml"
 PAPER = ROOT / "config" / "paper.yaml"
 
 
-def test_organism_full_is_config_yaml_with_three_values_changed():
+def test_organism_full_is_config_yaml_with_five_values_changed():
     """The overlay says only what differs; resolved, it is the 200-line copy it replaced."""
     own = yaml.safe_load(FULL.read_text())
     assert own == {
         "extends": "../config.yaml",
         "seeds": [1, 2, 3],
         "grpo": {"steps": 60},
-        "audit": {"clip_probe": {"draws": 200}},
+        "rewards": {"no_python": {"models": None}},
+        "audit": {"clip_probe": {"models": None, "draws": 200}},
     }
     want = yaml.safe_load((ROOT / "config.yaml").read_text())
     want["seeds"] = [1, 2, 3]
     want["grpo"]["steps"] = 60
+    want["rewards"]["no_python"]["models"] = None  # every organism, toy-nocode included
+    want["audit"]["clip_probe"]["models"] = None
     want["audit"]["clip_probe"]["draws"] = 200
     got = cfgmod.read(FULL)
     assert got == want

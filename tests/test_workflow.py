@@ -41,16 +41,18 @@ def test_default_config_plans_the_organism_grid(tmp_path):
     assert res.returncode == 0, res.stderr
     counts = job_counts(res.stdout)
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    n_runs = sum(len(r["variants"]) for r in cfg["rewards"].values()) * len(cfg["models"]) * len(cfg["seeds"])
-    assert n_runs == 21
+    n_runs = sum(len(r["variants"]) * len(r.get("models") or cfg["models"]) for r in cfg["rewards"].values()) \
+        * len(cfg["seeds"])
+    assert n_runs == 20  # 7 (reward, variant) cells x 3 organisms, no_python on the two that write code
     assert counts["train_grpo"] == n_runs
     assert counts["evaluate_run"] == n_runs
     assert counts["evaluate_base"] == len(cfg["models"])
     # the organisms are shipped: a fresh clone never rebuilds them
     assert "build_organism" not in counts
-    # the audit: every base model once per audit rule
-    for rule in ("audit_contamination", "evaluate_baselines", "probe_clip_bias"):
+    # the audit: every base model once per audit rule; the probe on the organisms with a code prior
+    for rule in ("audit_contamination", "evaluate_baselines"):
         assert counts[rule] == len(cfg["models"]), rule
+    assert counts["probe_clip_bias"] == len(cfg["audit"]["clip_probe"]["models"]) == 2
 
 
 def test_paper_config_plans_the_full_grid(tmp_path):

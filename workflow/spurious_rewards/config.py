@@ -305,7 +305,6 @@ def _audit_references(cfg: dict) -> list[str]:
     if a["verdict"]["benchmark"] is not None:
         check("verdict.benchmark", [a["verdict"]["benchmark"]], cfg["benchmarks"], "benchmark")
     check("clip_probe.variants", a["clip_probe"]["variants"], cfg["variants"], "variant")
-    check("clip_probe.models", a["clip_probe"]["models"], cfg["models"], "model")
     m = a["mechanism"]
     rollout = (a["clip_probe"]["prompts_per_rollout"] or cfg["grpo"]["prompts_per_rollout"]) * cfg["grpo"]["group_size"]
     mapped = m["enabled"] and [n for n in (m["models"] or a["clip_probe"]["models"] or cfg["models"])
@@ -439,9 +438,16 @@ def contamination_datasets(cfg: dict) -> list[str]:
 
 
 def probe_models(cfg: dict) -> list[str]:
-    """Models the clipping-bias probe runs on (none when it is disabled)."""
+    """Models the clipping-bias probe runs on (none when it is disabled).
+
+    Names that are not configured models are skipped (as a reward's or the map's
+    `models`), so a config cut down to fewer models stays valid unedited; a list
+    naming none of them probes nothing (it never falls back to every model).
+    """
     cp = cfg["audit"]["clip_probe"]
-    return list(cp["models"] or cfg["models"]) if cp["enabled"] else []
+    if not cp["enabled"]:
+        return []
+    return [n for n in (cfg["models"] if cp["models"] is None else cp["models"]) if n in cfg["models"]]
 
 
 def probe_variants(cfg: dict) -> list[str]:
