@@ -237,6 +237,13 @@ def test_deterministic_and_parallel_reading_agrees(study, tmp_path: Path) -> Non
     for key in ("metrics", "summary_stats", "transitions", "dvc_metrics/toy-nocode", "dvc_plot", "verdict",
                 "baselines"):
         assert again[key].read_bytes() == paths[key].read_bytes(), key
+    # the figures drawn in the worker pool are the figures drawn in one process, pixel for pixel
+    figs = [k for k in paths if k.startswith("fig_")]
+    assert len(figs) >= 8
+    for key in figs:
+        assert again[key].read_bytes() == paths[key].read_bytes(), key
+    assert again["summary"].read_text().replace(str(out), "") == paths["summary"].read_text().replace(
+        str(paths["summary"].parents[1]), "")
 
 
 def test_missing_runs_and_paper_numbers(tmp_path: Path) -> None:

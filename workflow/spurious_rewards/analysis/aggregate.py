@@ -678,7 +678,8 @@ def _aggregate(config: dict, out_dir: str | os.PathLike[str], *, results_dir: st
     seed = int(config.get("evaluation", {}).get("seed", 0) if seed is None else seed)
     main = next(iter(config["benchmarks"]))
 
-    # the sample files are read by the workers while this process writes the tidy table
+    # the sample files are read by the workers while this process writes the tidy table; then
+    # the same workers draw the figures while this process writes the tables and summary.md
     pool = (ProcessPoolExecutor(workers, initializer=stats.set_blas_threads, initargs=(1,))
             if workers > 1 else None)
     try:
@@ -686,9 +687,53 @@ def _aggregate(config: dict, out_dir: str | os.PathLike[str], *, results_dir: st
         evals, trains = write_tables(config, res, paths["metrics"])
         log.info("metrics.csv: %d eval rows, %d training rows", len(evals), len(trains))
         ci, per_run, verdicts, baselines = finish()
+        draw = _Drawer(pool)
+        return _write_results(config, res, out, paths, draw, evals, trains, ci, per_run, verdicts, baselines,
+                              main=main, n_boot=n_boot, seed=seed, alpha=alpha, paper_numbers=paper_numbers)
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
+
+
+class _Drawer:
+    """Draws figures in the worker pool (inline without one) and waits for them before the sidecars.
+
+    Why: the figures are a third of the aggregation's time after the sample pass, they
+    are independent of each other and of the tables and summary.md the parent writes
+    meanwhile, and they need only small frames (a figure's slice of summary_stats,
+    not the whole :class:`StatIndex`).
+    """
+
+    def __init__(self, pool: ProcessPoolExecutor | None) -> None:
+        self.pool, self.futures = pool, []
+
+    def __call__(self, plot, *args, **kwargs) -> None:
+        if self.pool is None:
+            plot(*args, **kwargs)
+        else:
+            self.futures.append(self.pool.submit(plot, *args, **kwargs))
+
+    def wait(self) -> None:
+        for f in self.futures:
+            f.result()  # a failed figure raises here, before any sidecar says the outputs are complete
+        self.futures = []
+
+
+def _stats_slice(st: pd.DataFrame, benchmarks: list[str], metrics: list[str]) -> pd.DataFrame:
+    """The summary_stats rows a figure reads (its benchmarks and metrics, the base rows included)."""
+    return st[st["benchmark"].isin(benchmarks) & st["metric"].isin(metrics)]
+
+
+def _plot_from_stats(plot, st: pd.DataFrame, *args, **kwargs) -> None:
+    """``plot(StatIndex(st), ...)``: a figure drawn from its slice of summary_stats (in a worker)."""
+    plot(StatIndex(st), *args, **kwargs)
+
+
+def _write_results(config: dict, res: Path, out: Path, paths: dict[str, Path], draw: _Drawer,
+                   evals: pd.DataFrame, trains: pd.DataFrame, ci: pd.DataFrame, per_run: pd.DataFrame,
+                   verdicts: pd.DataFrame, baselines: pd.DataFrame, *, main: str, n_boot: int, seed: int,
+                   alpha: float, paper_numbers: str | os.PathLike[str] | None) -> dict[str, Path]:
+    """Everything after the sample pass: statistics, tables, figures (through ``draw``), summary.md, sidecars."""
     st = summary_stats(evals, trains, ci)
     with io.atomic_output(paths["summary_stats"]) as tmp:
         st.to_csv(tmp, index=False, lineterminator="\n")
@@ -699,16 +744,18 @@ def _aggregate(config: dict, out_dir: str | os.PathLike[str], *, results_dir: st
 
     note = (f"mean over seeds; band = {100 * (1 - alpha):g}% bootstrap CI over seeds and problems; "
             "dashed = base model")
+    draw(_plot_from_stats, plot_vs_step, _stats_slice(st, [main], ["accuracy"]), config, "accuracy", main,
+         paths["fig_accuracy"], title=f"Accuracy on {main} during RLVR, by reward", ylabel=f"{main} accuracy (%)",
+         band_note=note)
+    draw(_plot_from_stats, plot_vs_step, _stats_slice(st, [main], ["code_frequency"]), config, "code_frequency",
+         main, paths["fig_code"], title=f"Code reasoning frequency on {main} during RLVR, by reward",
+         ylabel="responses mentioning python (%)",
+         band_note="mean over seeds; band = ± 1 sd over seeds; dashed = base model")
+    draw(_plot_from_stats, plot_clip_ablation, _stats_slice(st, [main, TRAIN], ["accuracy", "code_frequency", "p_code"]),
+         config, main, paths["fig_clip"], alpha=alpha)
+    draw(plot_transitions, trans[trans["scope"] == "mean"] if len(trans) else trans, config, main,
+         paths["fig_transitions"])
     ix = StatIndex(st)
-    plot_vs_step(ix, config, "accuracy", main, paths["fig_accuracy"],
-                 title=f"Accuracy on {main} during RLVR, by reward", ylabel=f"{main} accuracy (%)", band_note=note)
-    plot_vs_step(ix, config, "code_frequency", main, paths["fig_code"],
-                 title=f"Code reasoning frequency on {main} during RLVR, by reward",
-                 ylabel="responses mentioning python (%)",
-                 band_note="mean over seeds; band = ± 1 sd over seeds; dashed = base model")
-    plot_clip_ablation(ix, config, main, paths["fig_clip"], alpha=alpha)
-    plot_transitions(trans[trans["scope"] == "mean"] if len(trans) else trans, config, main,
-                     paths["fig_transitions"])
 
     contamination = audit.read_contamination(config, res)
     probe = audit.read_clip_probe(config, res)
@@ -716,9 +763,9 @@ def _aggregate(config: dict, out_dir: str | os.PathLike[str], *, results_dir: st
                        ("clip_probe", probe)):
         with io.atomic_output(paths[key]) as tmp:
             frame.to_csv(tmp, index=False, lineterminator="\n")
-    audit.plot_contamination(contamination, config, paths["fig_contamination"], alpha=alpha)
-    audit.plot_baselines(baselines, config, paths["fig_baselines"], alpha=alpha)
-    audit.plot_clip_probe(probe, config, paths["fig_clip_probe"], alpha=alpha)
+    draw(audit.plot_contamination, contamination, config, paths["fig_contamination"], alpha=alpha)
+    draw(audit.plot_baselines, baselines, config, paths["fig_baselines"], alpha=alpha)
+    draw(audit.plot_clip_probe, probe, config, paths["fig_clip_probe"], alpha=alpha)
     audit_md = report.audit_section(config, verdicts, baselines, contamination, probe, paths,
                                     paths["summary"].parent)
 
@@ -732,12 +779,13 @@ def _aggregate(config: dict, out_dir: str | os.PathLike[str], *, results_dir: st
         "expected": sum(1 for _ in cfgmod.runs(config)),
     }
     # model-task alignment: base pass@k against each reward's gain (alignment.py)
-    alignment_md = align.write_alignment(config, res, ix, paths, n_boot=n_boot, seed=seed, alpha=alpha)
+    alignment_md = align.write_alignment(config, res, ix, paths, n_boot=n_boot, seed=seed, alpha=alpha, draw=draw)
     mech = report.mechanism_section(config, res, out, paths["summary"].parent)
     report.write_summary(ix, trans, config, paths, audit=audit_md, n_boot=n_boot, seed=seed, alpha=alpha,
                          paper=paper, found=found, paper_for_findings=known, alignment=alignment_md,
                          mechanism=mech)
     write_dvc_files(ix, config, paths)
+    draw.wait()
     # every table, figure and the summary records what produced it (the config hash
     # stands in for the config; summary.md also lists it). Written last: a kill before
     # this point leaves the rule incomplete, and Snakemake reruns it.

@@ -390,12 +390,20 @@ def summary_section(table: pd.DataFrame, corr: pd.DataFrame, cfg: dict, paths: d
 
 
 def write_alignment(cfg: dict, res: Path, ix: StatIndex, paths: dict[str, Path], *, n_boot: int, seed: int,
-                    alpha: float) -> dict | None:
-    """Write alignment.csv, alignment_correlation.csv and figures/alignment.png; return the summary paragraph."""
+                    alpha: float, draw=None) -> dict | None:
+    """Write alignment.csv, alignment_correlation.csv and figures/alignment.png; return the summary paragraph.
+
+    ``draw(plot, *args, **kwargs)`` draws the figure (aggregate() hands it to its worker
+    pool); None draws it here.
+    """
     table = alignment_table(base_pass_at_k(cfg, res), final_gains(ix, cfg))
     corr = correlations(table, n_boot=n_boot, seed=seed, alpha=alpha)
     for key, frame in (("alignment", table), ("alignment_corr", corr)):
         with io.atomic_output(paths[key]) as tmp:
             frame.to_csv(tmp, index=False, lineterminator="\n")
-    plot_alignment(table, corr, cfg, paths["fig_alignment"], alpha=alpha)
+    (draw or _draw_here)(plot_alignment, table, corr, cfg, paths["fig_alignment"], alpha=alpha)
     return summary_section(table, corr, cfg, paths, paths["summary"].parent, alpha=alpha)
+
+
+def _draw_here(plot, *args, **kwargs) -> None:
+    plot(*args, **kwargs)
