@@ -205,7 +205,7 @@ def test_trl_rollouts_stop_at_answer_and_the_loss_mask_ends_there(r1_organism, t
             stopped += 1
             assert text.endswith(STOP), text  # ends at the stop: no pad, no EOS, no continuation
             assert STOP not in tok.decode(kept[:-1], skip_special_tokens=False)
-    # about a third reach it (218 of 640 rollouts over 40 seeds); two are enough to check the cut
+    # about a third reach it (218 of 640 rollouts: 20 seeds x 2 decoders); two are enough to check the cut
     assert stopped >= 2, f"only {stopped} of {len(ids)} rollouts reached </answer>"
     assert trainer._metrics["train"]["completions/stopped_ratio"][-1] == pytest.approx(stopped / len(ids))
 
