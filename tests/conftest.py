@@ -67,6 +67,34 @@ def bench_file(tmp_path: Path, n: int = 6, seed: int = 3) -> Path:
     return path
 
 
+#: the probe's clip and no-clip arms, as a config's ``variants`` spell them
+CLIP_ARM = {"clip": True, "one_update": False}
+NO_CLIP_ARM = {"clip": False, "one_update": False}
+
+
+def probe_spec(tmp_path: Path, variants: dict, *, draws: int = 2, lr: float = 1e-2, max_new_tokens: int = 24,
+               micro_batch: int | None = 4, **probe) -> dict:
+    """A clip-probe spec on the shipped toy-qwen-math organism: 12 training prompts, 4 benchmark problems,
+    rollouts of 4 prompts x 4 samples (mini-batch 4: 4 updates). ``micro_batch`` None leaves it to the
+    probe (the whole rollout); ``probe`` adds or overrides keys of the spec's ``probe`` block."""
+    train, bench = bench_file(tmp_path, 12, 7), bench_file(tmp_path, 4, 8)
+    grpo = {"group_size": 4, "mini_batch": 4, "micro_batch": micro_batch, "epsilon": 0.2, "temperature": 1.0,
+            "top_p": 1.0, "max_new_tokens": max_new_tokens, "max_prompt_tokens": 64, "beta1": 0.9, "beta2": 0.95,
+            "max_grad_norm": 1.0}
+    return {
+        "model": {"name": "toy", "path": str(ROOT / "workflow/resources/organisms/toy-qwen-math"),
+                  "template": "chat"},
+        "train_data": str(train),
+        "benchmark": {"name": "arith", "samples": 1, "temperature": 1.0, "top_p": 1.0, "data": str(bench)},
+        "grpo": {k: v for k, v in grpo.items() if v is not None},
+        "probe": {"draws": draws, "reward_p": 0.5, "prompts_per_rollout": 4, "lr": lr, "eval_problems": 4,
+                  "eval_samples": 2, "seed": 0, **probe},
+        "variants": variants,
+        "max_new_tokens": 24,
+        "alpha": 0.05,
+    }
+
+
 def default_config() -> dict:
     """``config.yaml`` as a user would edit it (unvalidated: no defaults filled in)."""
     return yaml.safe_load((ROOT / "config.yaml").read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import bench_file
+from conftest import bench_file, probe_spec
 from hostile_corpus import hostile_corpus
 
 from spurious_rewards import io, stats
@@ -238,19 +238,7 @@ def test_baselines_without_chat_template_report_it_unavailable(tmp_path):
 
 
 def _probe_spec(tmp_path: Path, variants: dict, *, draws: int = 2, lr: float = 1e-4) -> dict:
-    train, bench = bench_file(tmp_path, 12, 7), bench_file(tmp_path, 4, 8)
-    return {
-        "model": {"name": "toy", "path": str(ORGANISM), "template": "chat"},
-        "train_data": str(train),
-        "benchmark": {"name": "arith", "samples": 1, "temperature": 1.0, "top_p": 1.0, "data": str(bench)},
-        "grpo": {"group_size": 4, "mini_batch": 4, "epsilon": 0.2, "temperature": 1.0, "top_p": 1.0,
-                 "max_new_tokens": 24, "max_prompt_tokens": 64, "beta1": 0.9, "beta2": 0.95, "max_grad_norm": 1.0},
-        "probe": {"draws": draws, "reward_p": 0.5, "prompts_per_rollout": 4, "lr": lr, "eval_problems": 4,
-                  "eval_samples": 2, "seed": 0},
-        "variants": variants,
-        "max_new_tokens": 24,
-        "alpha": 0.05,
-    }
+    return probe_spec(tmp_path, variants, draws=draws, lr=lr, micro_batch=None)
 
 
 def test_one_update_probe_clip_equals_no_clip_exactly(tmp_path):

@@ -8,32 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import bench_file
+from conftest import CLIP_ARM as CLIP
+from conftest import NO_CLIP_ARM as NO_CLIP
+from conftest import probe_spec
 
 from spurious_rewards.audit import clip_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 ORGANISM = ROOT / "workflow/resources/organisms/toy-qwen-math"
 
-CLIP = {"clip": True, "one_update": False}
-NO_CLIP = {"clip": False, "one_update": False}
 
 
 def _probe_spec(tmp_path: Path, variants: dict, *, draws: int = 3, lr: float = 1e-2, **probe) -> dict:
-    train, bench = bench_file(tmp_path, 12, 7), bench_file(tmp_path, 4, 8)
-    return {
-        "model": {"name": "toy", "path": str(ORGANISM), "template": "chat"},
-        "train_data": str(train),
-        "benchmark": {"name": "arith", "samples": 1, "temperature": 1.0, "top_p": 1.0, "data": str(bench)},
-        "grpo": {"group_size": 4, "mini_batch": 4, "micro_batch": 4, "epsilon": 0.2, "temperature": 1.0,
-                 "top_p": 1.0, "max_new_tokens": 24, "max_prompt_tokens": 64, "beta1": 0.9, "beta2": 0.95,
-                 "max_grad_norm": 1.0},
-        "probe": {"draws": draws, "reward_p": 0.5, "prompts_per_rollout": 4, "lr": lr, "eval_problems": 4,
-                  "eval_samples": 2, "seed": 0, **probe},
-        "variants": variants,
-        "max_new_tokens": 24,
-        "alpha": 0.05,
-    }
+    return probe_spec(tmp_path, variants, draws=draws, lr=lr, **probe)
 
 
 def _rows(out: dict, variant: str) -> list[dict]:

@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import bench_file, terminal_line, vllm_env
+from conftest import CLIP_ARM as CLIP
+from conftest import NO_CLIP_ARM as NO_CLIP
+from conftest import probe_spec, terminal_line, vllm_env
 
 from spurious_rewards import io
 from spurious_rewards.audit import clip_probe
@@ -24,8 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ORGANISM = ROOT / "workflow/resources/organisms/toy-qwen-math"
 CHECKS = Path(__file__).with_name("vllm_probe_checks.py")
 
-CLIP = {"clip": True, "one_update": False}
-NO_CLIP = {"clip": False, "one_update": False}
 #: greedy parity: the organism's greedy answers end (EOS included) after 26-30 tokens, so at 29 some
 #: rows stop with EOS and the others run into the length limit
 PARITY_PROMPTS, PARITY_TOKENS = 64, 29
@@ -33,21 +33,8 @@ SAMPLE = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 27}  # both ending
 
 
 def _probe_spec(tmp_path: Path, **probe) -> dict:
-    train, bench = bench_file(tmp_path, 12, 7), bench_file(tmp_path, 4, 8)
-    return {
-        "model": {"name": "toy", "path": str(ORGANISM), "template": "chat"},
-        "train_data": str(train),
-        "benchmark": {"name": "arith", "samples": 1, "temperature": 1.0, "top_p": 1.0, "data": str(bench)},
-        # 40 new tokens: the organism's sampled answers stop with EOS or run into the limit
-        "grpo": {"group_size": 4, "mini_batch": 4, "micro_batch": 4, "epsilon": 0.2, "temperature": 1.0,
-                 "top_p": 1.0, "max_new_tokens": 40, "max_prompt_tokens": 64, "beta1": 0.9, "beta2": 0.95,
-                 "max_grad_norm": 1.0},
-        "probe": {"draws": 2, "reward_p": 0.5, "prompts_per_rollout": 4, "lr": 1e-2, "eval_problems": 4,
-                  "eval_samples": 2, "seed": 0, **probe},
-        "variants": {"clip": CLIP, "no_clip": NO_CLIP},
-        "max_new_tokens": 24,
-        "alpha": 0.05,
-    }
+    # 40 new tokens: the organism's sampled answers stop with EOS or run into the limit
+    return probe_spec(tmp_path, {"clip": CLIP, "no_clip": NO_CLIP}, max_new_tokens=40, **probe)
 
 
 @pytest.fixture(scope="module")

@@ -84,11 +84,12 @@ def sample_ids(
     eos_t = torch.tensor(eos, dtype=torch.long, device=device)
     warper = TopPLogitsWarper(float(top_p)) if temperature > 0 and top_p < 1.0 else None
 
-    cache = {_cache_kwarg(model): DynamicCache(config=model.config)}
+    cache = DynamicCache(config=model.config)
+    cache_kw = {_cache_kwarg(model): cache}
     mask = attention_mask.to(torch.long)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                   use_cache=True, logits_to_keep=1, **cache).logits[:, -1, :]
+                   use_cache=True, logits_to_keep=1, **cache_kw).logits[:, -1, :]
     rows = torch.arange(batch, device=device)  # output row of each batch row
     live = torch.ones(batch, dtype=torch.bool, device=device)  # batch rows still decoding
     last = positions[:, -1]
@@ -114,13 +115,13 @@ def sample_ids(
             break
         if batch - n_live >= max(1, int(COMPACT_SHARE * batch)):
             keep = live.nonzero().squeeze(1)
-            next(iter(cache.values())).batch_select_indices(keep)
+            cache.batch_select_indices(keep)
             rows, token, mask, last = rows[keep], token[keep], mask[keep], last[keep]
             batch, live = n_live, live[keep]
         mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
         last = last + 1
         logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=last[:, None],
-                       use_cache=True, **cache).logits[:, -1, :]
+                       use_cache=True, **cache_kw).logits[:, -1, :]
     return out[:, :width]
 
 

@@ -401,9 +401,8 @@ def write_alignment(cfg: dict, res: Path, ix: StatIndex, paths: dict[str, Path],
     for key, frame in (("alignment", table), ("alignment_corr", corr)):
         with io.atomic_output(paths[key]) as tmp:
             frame.to_csv(tmp, index=False, lineterminator="\n")
-    (draw or _draw_here)(plot_alignment, table, corr, cfg, paths["fig_alignment"], alpha=alpha)
+    if draw is None:
+        plot_alignment(table, corr, cfg, paths["fig_alignment"], alpha=alpha)
+    else:
+        draw(plot_alignment, table, corr, cfg, paths["fig_alignment"], alpha=alpha)
     return summary_section(table, corr, cfg, paths, paths["summary"].parent, alpha=alpha)
-
-
-def _draw_here(plot, *args, **kwargs) -> None:
-    plot(*args, **kwargs)

@@ -48,28 +48,6 @@ def _parse(path: Path) -> list | None:
     return rows
 
 
-def _fast_columns(rows: list) -> tuple[list, list, list, list, list, list] | None:
-    """(ids, correct, code, repetition, tokens, first) of rows the numpy fold can take; None otherwise.
-
-    The one place the fast path's preconditions live, shared by :func:`problem_table_fast`
-    and :func:`read_accuracy`, so both fall back on exactly the same rows.
-    """
-    try:
-        ids = [r["id"] for r in rows]
-        correct = [r["correct"] for r in rows]
-        code = [r["code"] for r in rows]
-        rep = [r["repetition"] for r in rows]
-        tokens = [r.get("tokens") or 0 for r in rows]
-        first = [r.get("i", 0) == 0 for r in rows]
-    except (KeyError, TypeError, AttributeError):
-        return None
-    if (not rows or set(map(type, ids)) != {str} or not set(map(type, correct)) <= {bool}
-            or not set(map(type, code)) <= {bool} or not set(map(type, rep)) <= {bool}
-            or not set(map(type, tokens)) <= {int, float} or not set(map(type, first)) <= {bool}):
-        return None
-    return ids, correct, code, rep, tokens, first
-
-
 def _accuracy_columns(rows: list) -> tuple[list, list] | None:
     """(ids, correct) of rows, or None where :func:`accuracy` of the row-by-row fold must decide.
 
@@ -77,7 +55,8 @@ def _accuracy_columns(rows: list) -> tuple[list, list] | None:
     fields the full fast path would refuse (absent flags, odd token counts) gives the
     fallback's accuracy all the same, because the fold counts ``correct`` per ``id`` and
     nothing else. Extracted by C-level ``map``s: the checkpoints before the last are
-    ~14 of every 15 sample files, and the six-column extraction was a fifth of reading one.
+    ~14 of every 15 sample files (:func:`read_accuracy`), and the six-column extraction
+    was a fifth of reading one.
     """
     try:
         ids = list(map(itemgetter("id"), rows))
@@ -87,6 +66,29 @@ def _accuracy_columns(rows: list) -> tuple[list, list] | None:
     if not rows or set(map(type, ids)) != {str} or not set(map(type, correct)) <= {bool}:
         return None
     return ids, correct
+
+
+def _fast_columns(rows: list) -> tuple[list, list, list, list, list, list] | None:
+    """(ids, correct, code, repetition, tokens, first) of rows the numpy fold can take; None otherwise.
+
+    The one place the full fast path's preconditions live (:func:`_accuracy_columns`'
+    plus the flags, token counts and sample index), shared by :func:`problem_table_fast`
+    and :func:`read_final`, so both fall back on exactly the same rows.
+    """
+    head = _accuracy_columns(rows)
+    if head is None:
+        return None
+    try:
+        code = list(map(itemgetter("code"), rows))
+        rep = list(map(itemgetter("repetition"), rows))
+        tokens = [r.get("tokens") or 0 for r in rows]
+        first = [r.get("i", 0) == 0 for r in rows]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    if (not set(map(type, code)) <= {bool} or not set(map(type, rep)) <= {bool}
+            or not set(map(type, tokens)) <= {int, float} or not set(map(type, first)) <= {bool}):
+        return None
+    return (*head, code, rep, tokens, first)
 
 
 def _positions_of(ids: list, positions: dict[str, int]) -> np.ndarray:
