@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from spurious_rewards import config as cfgmod
-from spurious_rewards import io
+from spurious_rewards import io, samplefile
 from spurious_rewards.audit import clip_probe
 from spurious_rewards.evaluation import evaluate
 
@@ -179,10 +179,10 @@ def write_eval(path: Path, cfg: dict, model: str, steps: list[int], key: tuple, 
             correct = rng.random((N_PROBLEMS, k)) < np.where(code, acc_code, acc_lang)
             rep = np.zeros_like(code)
             lengths = rng.integers(5, 40, size=(N_PROBLEMS, k))
-            io.write_jsonl(
-                ({"id": f"arith/{p}", "i": i, "response": "```python\nprint(7)\n```" if code[p, i] else "So 7.",
+            samplefile.write(  # as the evaluation writes it: the file and its column index
+                [{"id": f"arith/{p}", "i": i, "response": "```python\nprint(7)\n```" if code[p, i] else "So 7.",
                   "pred": "7", "correct": bool(correct[p, i]), "code": bool(code[p, i]), "repetition": False,
-                  "tokens": int(lengths[p, i])} for p in range(N_PROBLEMS) for i in range(k)),
+                  "tokens": int(lengths[p, i])} for p in range(N_PROBLEMS) for i in range(k)],
                 path / "samples" / f"step{step}_{bench}.jsonl.gz",
             )
             summ = evaluate.summarize(correct.tolist(), code.tolist(), rep.tolist(), lengths.tolist(), b["pass_at"])
@@ -221,9 +221,9 @@ def write_audit(root: Path, cfg: dict, rng: np.random.Generator) -> None:
         code = rng.random((N_PROBLEMS, 1)) < p_code
         p = np.where(code, acc_code, acc_lang) if acc is None else np.full((N_PROBLEMS, 1), acc)
         correct = rng.random((N_PROBLEMS, 1)) < p
-        io.write_jsonl(({"id": f"arith/{i}", "i": 0, "response": "r", "pred": "7", "correct": bool(correct[i, 0]),
-                         "code": bool(code[i, 0]), "repetition": False, "tokens": 5} for i in range(N_PROBLEMS)),
-                       d / "samples" / template / "step0_arith.jsonl.gz")
+        samplefile.write([{"id": f"arith/{i}", "i": 0, "response": "r", "pred": "7", "correct": bool(correct[i, 0]),
+                           "code": bool(code[i, 0]), "repetition": False, "tokens": 5} for i in range(N_PROBLEMS)],
+                         d / "samples" / template / "step0_arith.jsonl.gz")
         results.append({"template": template, "benchmark": "arith", "available": True,
                         "accuracy": float(correct.mean()), "code_frequency": float(code.mean())})
     io.write_json({"model": model, "paper_template": "chat", "results": results}, d / "summary.json")

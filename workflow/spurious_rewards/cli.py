@@ -199,6 +199,19 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_samples(args: argparse.Namespace) -> int:
+    from . import samplefile
+
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        print(f"spurious index-samples: error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    counts = samplefile.index_tree(args.paths, workers=args.workers)
+    log.info("sample-file indexes: %d written, %d already fresh, %d files skipped (not gzip, or rows "
+             "without the evaluation's flags: read in full)", counts["written"], counts["fresh"], counts["skipped"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spurious", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -290,6 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-boot", type=int, default=2000, help="bootstrap draws per confidence interval")
     s.add_argument("--workers", type=int, default=1, help="processes reading sample files")
     s.set_defaults(func=cmd_aggregate)
+
+    s = sub.add_parser(
+        "index-samples",
+        help="write the column index of every *.jsonl.gz sample file under PATHS that lacks a fresh one",
+        description="The evaluation writes each sample file's column index (samplefile.py), which the "
+                    "analysis reads instead of the file; this writes them for results made before indexes "
+                    "existed. Results are the same with or without them. In a DVC-tracked results tree, "
+                    "`dvc commit` afterwards records the new files (else `dvc repro` takes the stage for changed).")
+    s.add_argument("paths", type=Path, nargs="+", metavar="PATHS", help="sample files or folders (searched recursively)")
+    s.add_argument("--workers", type=int, default=1, help="processes")
+    s.set_defaults(func=cmd_index_samples)
 
     s = sub.add_parser("aggregate-mechanism",
                        help="the mechanism map's table, scaling fit, heatmaps and paragraphs (--checks: its checking runs)")

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 __all__ = [
     "DIR_SIDECAR",
+    "GZIP_MAGIC",
     "SIDECAR_SUFFIX",
     "DataError",
     "atomic_output",
@@ -44,7 +45,8 @@ __all__ = [
     "write_jsonl",
 ]
 
-_GZIP_MAGIC = b"\x1f\x8b"
+#: the first two bytes of a gzip stream
+GZIP_MAGIC = b"\x1f\x8b"
 #: a file output's provenance sidecar is ``<file><SIDECAR_SUFFIX>``
 SIDECAR_SUFFIX = ".provenance.json"
 #: a folder output's provenance record is ``<folder>/<DIR_SIDECAR>``
@@ -196,7 +198,7 @@ def iter_jsonl_numbered(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any
     p = Path(path)
     with open(p, "rb") as raw:
         stream: IO[bytes] = (
-            gzip.GzipFile(fileobj=raw, mode="rb") if raw.peek(2)[:2] == _GZIP_MAGIC else raw  # type: ignore[attr-defined]
+            gzip.GzipFile(fileobj=raw, mode="rb") if raw.peek(2)[:2] == GZIP_MAGIC else raw  # type: ignore[attr-defined]
         )
         lineno = 0
         lines = iter(stream)

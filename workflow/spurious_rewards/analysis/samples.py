@@ -1,20 +1,19 @@
 """Readers of the jobs' outputs: evaluation summaries, training metrics and sample folders.
 
-Why a fast path (:func:`read_problems`): at paper scale (tens of millions of sample rows in
-tens of thousands of gzip files) per-line ``json.loads`` and the line iterator are most of
-the aggregation's CPU time, so a file is decompressed and parsed in one C call, and folded
-column-wise with numpy into the per-problem table of :func:`.classify.problem_table`
-(the same table; any surprise falls back to the row-by-row fold).
+Why a fast path (:func:`read_problems`, :func:`read_accuracy`, :func:`read_final`): at paper
+scale (tens of millions of sample rows in tens of thousands of gzip files) reading the rows
+is most of the aggregation's time. A sample file's small columns come from its column index
+where the evaluation wrote one (:mod:`..samplefile`; no text is read), else from one C-level
+parse of the file, and are folded column-wise with numpy into the numbers of
+:func:`.classify.problem_table` (the same numbers; any surprise falls back to the row-by-row
+fold).
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 import os
 import re
-import zlib
 from collections.abc import Iterable
 from itertools import repeat
 from operator import itemgetter
@@ -23,29 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import io
+from .. import io, samplefile
 from . import classify
 
 _SAMPLE_FILE = re.compile(r"step(\d+)_(.+)\.jsonl\.gz")
-
-
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-def _parse(path: Path) -> list | None:
-    """The rows of one sample file parsed in one C call, or None where :func:`read_problems` must fall back."""
-    try:
-        data = path.read_bytes()
-        if data[:2] == _GZIP_MAGIC:
-            data = gzip.decompress(data)
-        data.decode("utf-8")  # the fallback reports bad bytes with their line
-        lines = [ln for ln in data.split(b"\n") if ln.strip()]
-        rows = json.loads(b"[" + b",".join(lines) + b"]")
-        if len(rows) != len(lines):  # e.g. a line "{...},{...}": invalid JSONL, valid inside an array
-            raise ValueError("line/value count mismatch")
-    except (OSError, EOFError, ValueError, zlib.error):
-        return None
-    return rows
 
 
 def _accuracy_columns(rows: list) -> tuple[list, list] | None:
@@ -54,9 +34,7 @@ def _accuracy_columns(rows: list) -> tuple[list, list] | None:
     Only the two columns an accuracy reads, with their types checked: a row whose other
     fields the full fast path would refuse (absent flags, odd token counts) gives the
     fallback's accuracy all the same, because the fold counts ``correct`` per ``id`` and
-    nothing else. Extracted by C-level ``map``s: the checkpoints before the last are
-    ~14 of every 15 sample files (:func:`read_accuracy`), and the six-column extraction
-    was a fifth of reading one.
+    nothing else.
     """
     try:
         ids = list(map(itemgetter("id"), rows))
@@ -68,32 +46,20 @@ def _accuracy_columns(rows: list) -> tuple[list, list] | None:
     return ids, correct
 
 
-def _fast_columns(rows: list) -> tuple[list, list, list, list, list, list] | None:
-    """(ids, correct, code, repetition, tokens, first) of rows the numpy fold can take; None otherwise.
-
-    The one place the full fast path's preconditions live (:func:`_accuracy_columns`'
-    plus the flags, token counts and sample index), shared by :func:`problem_table_fast`
-    and :func:`read_final`, so both fall back on exactly the same rows.
-    """
-    head = _accuracy_columns(rows)
-    if head is None:
-        return None
-    try:
-        code = list(map(itemgetter("code"), rows))
-        rep = list(map(itemgetter("repetition"), rows))
-        tokens = [r.get("tokens") or 0 for r in rows]
-        first = [r.get("i", 0) == 0 for r in rows]
-    except (KeyError, TypeError, AttributeError):
-        return None
-    if (not set(map(type, code)) <= {bool} or not set(map(type, rep)) <= {bool}
-            or not set(map(type, tokens)) <= {int, float} or not set(map(type, first)) <= {bool}):
-        return None
-    return (*head, code, rep, tokens, first)
-
-
 def _positions_of(ids: list, positions: dict[str, int]) -> np.ndarray:
     """Each id's place in ``positions`` (-1 where absent), looked up by a C-level ``map``."""
     return np.fromiter(map(positions.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))
+
+
+def _mean_per(where: np.ndarray, correct: np.ndarray, n: int) -> np.ndarray:
+    """Mean of ``correct`` per place ``where`` (rows at -1 dropped) over ``n`` places; NaN where a place has none."""
+    keep = where >= 0
+    samples_n = np.bincount(where[keep], minlength=n).astype(float)
+    right = np.bincount(where[keep], weights=correct[keep], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = right / samples_n
+    out[samples_n == 0] = math.nan
+    return out
 
 
 def read_accuracy(path: Path, positions: dict[str, int]) -> np.ndarray:
@@ -102,25 +68,19 @@ def read_accuracy(path: Path, positions: dict[str, int]) -> np.ndarray:
     ``positions`` maps each wanted problem id to its place in the result (the base
     model's problems, in order); problems the file lacks are NaN, ones it has beyond
     them are ignored. Why: at paper scale the aggregation needs only the per-problem
-    accuracy of every checkpoint but the last, and building a pandas table (and its
-    string index) per file cost more than parsing the file. Anything the fast path
-    would not take goes through :func:`read_problems` and :func:`accuracy`.
+    accuracy of every checkpoint but the last (~14 of every 15 sample files), and
+    building a pandas table (and its string index) per file cost more than parsing the
+    file. The column index answers where fresh (:mod:`..samplefile`); anything the fast
+    path would not take goes through :func:`read_problems` and :func:`accuracy`.
     """
-    rows = _parse(path)
-    cols = _accuracy_columns(rows) if rows is not None else None
-    if cols is None:
+    cols, rows = samplefile.read_columns(path)
+    if cols is not None:
+        return _mean_per(_positions_of(cols.ids, positions)[cols.codes], cols.correct, len(positions))
+    two = _accuracy_columns(rows) if rows is not None else None
+    if two is None:
         return accuracy(read_problems(path), pd.Index(list(positions), name="id"))
-    ids, correct = cols
-    where = _positions_of(ids, positions)
-    keep = where >= 0
-    where, c = where[keep], np.array(correct, dtype=bool)[keep]
-    n = len(positions)
-    samples_n = np.bincount(where, minlength=n).astype(float)
-    right = np.bincount(where, weights=c, minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = right / samples_n
-    out[samples_n == 0] = math.nan
-    return out
+    ids, correct = two
+    return _mean_per(_positions_of(ids, positions), np.array(correct, dtype=bool), len(positions))
 
 
 def read_final(path: Path, base: pd.DataFrame,
@@ -133,78 +93,61 @@ def read_final(path: Path, base: pd.DataFrame,
     ``positions`` is ``{id: place}`` of ``base.index`` (built here if not given).
     Anything the fast path would not take goes through :func:`read_problems`.
     """
-    rows = _parse(path)
-    cols = _fast_columns(rows) if rows is not None else None
+    cols, _rows = samplefile.read_columns(path)
     if cols is None:
         table = read_problems(path)
         return accuracy(table, base.index), classify.transitions_between(base, table)
     if positions is None:
         positions = {pid: i for i, pid in enumerate(base.index)}
-    ids, correct, code, _rep, _tokens, first = cols
-    where = _positions_of(ids, positions)
-    c, k, f = np.array(correct, dtype=bool), np.array(code, dtype=bool), np.array(first, dtype=bool)
-    keep = where >= 0
     n = len(positions)
-    samples_n = np.bincount(where[keep], minlength=n).astype(float)
-    right = np.bincount(where[keep], weights=c[keep], minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc = right / samples_n
-    acc[samples_n == 0] = math.nan
-    # each problem's last i == 0 row (as problem_table_fast folds it), aligned to the base problems
+    where = _positions_of(cols.ids, positions)[cols.codes]
+    acc = _mean_per(where, cols.correct, n)
+    # each problem's last i == 0 row (as problem_table_of folds it), aligned to the base problems
     after = np.full((n, 2), math.nan)
-    sel = np.flatnonzero(f & keep)[::-1]
+    sel = np.flatnonzero((cols.i == 0) & (where >= 0))[::-1]
     probs, at = np.unique(where[sel], return_index=True)
-    after[probs, 0], after[probs, 1] = k[sel[at]], c[sel[at]]
+    after[probs, 0], after[probs, 1] = cols.code[sel[at]], cols.correct[sel[at]]
     before = base[["code0", "correct0"]].to_numpy(dtype=float)
     ok = ~(np.isnan(before).any(axis=1) | np.isnan(after).any(axis=1))
     return acc, classify.transitions(before[ok, 0], before[ok, 1], after[ok, 0], after[ok, 1])
 
 
 def read_problems(path: Path) -> pd.DataFrame:
-    """:func:`classify.read_problems` of one sample file, parsed in one C call instead of line by line.
+    """:func:`classify.read_problems` of one sample file, from its columns instead of line by line.
 
     Why: at paper scale (13.5M rows in ~31k files) per-line ``json.loads`` and the
-    line iterator are most of the aggregation's CPU time. The whole file is
-    decompressed, its non-blank lines joined into one JSON array and parsed at
-    once; any surprise (bad gzip, bad UTF-8, bad JSON, a line holding more or less
-    than one value) falls back to :func:`classify.read_problems`, which gives the
-    same table or raises the same :class:`io.DataError` naming the line.
+    line iterator are most of the aggregation's CPU time. The column index answers
+    where fresh, else the file is parsed in one C call (:func:`samplefile.read_columns`);
+    any surprise (bad gzip, bad UTF-8, bad JSON, rows without flags) falls back to
+    :func:`classify.read_problems`, which gives the same table or raises the same
+    :class:`io.DataError` naming the line.
     """
-    rows = _parse(path)
-    return classify.read_problems(path) if rows is None else problem_table_fast(rows)
+    cols, rows = samplefile.read_columns(path)
+    if cols is not None:
+        return problem_table_of(cols)
+    return classify.read_problems(path) if rows is None else classify.problem_table(rows)
 
 
-def problem_table_fast(rows: list) -> pd.DataFrame:
-    """:func:`classify.problem_table` of parsed rows, folded column-wise with numpy (same table).
-
-    The fast path needs what the evaluation writes: string ids, bool ``correct``/
-    ``code``/``repetition`` flags and int/float (or absent) ``tokens``; anything
-    else (flags to re-derive from the text, odd types) goes to the row-by-row fold.
-    """
-    cols = _fast_columns(rows)
-    if cols is None:
-        return classify.problem_table(rows)
-    ids, correct, code, rep, tokens, first = cols
-    codes, uniques = pd.factorize(np.array(ids, dtype=object))
-    n = len(uniques)
-    c = np.array(correct, dtype=bool)
-    k = np.array(code, dtype=bool)
+def problem_table_of(cols: samplefile.Columns) -> pd.DataFrame:
+    """:func:`classify.problem_table` of a sample file's :class:`~..samplefile.Columns` (the same table)."""
+    codes, n = cols.codes, len(cols.ids)
+    c, k = cols.correct, cols.code
     values = np.empty((n, len(classify.PROBLEM_COLUMNS)), dtype=float)
     values[:, 0] = np.bincount(codes, minlength=n)
     values[:, 1] = np.bincount(codes, weights=c, minlength=n)
     values[:, 2] = np.bincount(codes, weights=k, minlength=n)
     values[:, 3] = np.bincount(codes, weights=c & k, minlength=n)
-    values[:, 4] = np.bincount(codes, weights=np.array(rep, dtype=bool), minlength=n)
-    values[:, 5] = np.bincount(codes, weights=np.array(tokens, dtype=float), minlength=n)
+    values[:, 4] = np.bincount(codes, weights=cols.repetition, minlength=n)
+    values[:, 5] = np.bincount(codes, weights=cols.tokens, minlength=n)
     values[:, 6:] = math.nan
-    sel = np.flatnonzero(np.array(first, dtype=bool))
+    sel = np.flatnonzero(cols.i == 0)
     if len(sel):  # the last i == 0 row of a problem wins, as in the row-by-row fold
         rev = sel[::-1]
         probs, where = np.unique(codes[rev], return_index=True)
         last = rev[where]
         values[probs, 6] = c[last]
         values[probs, 7] = k[last]
-    return pd.DataFrame(values, index=pd.Index(list(uniques), name="id"), columns=list(classify.PROBLEM_COLUMNS))
+    return pd.DataFrame(values, index=pd.Index(cols.ids, name="id"), columns=list(classify.PROBLEM_COLUMNS))
 
 
 def read_sample_dir(

@@ -2,7 +2,8 @@
 
 Outputs, per (checkpoint, benchmark): a compact gzipped JSONL of samples
 (problem id, sample index, response, extracted answer, correct, style label,
-repetition flag, token length) under ``samples/``, and one summary row in
+repetition flag, token length) under ``samples/``, each with its column index
+(:mod:`..samplefile`: what the analysis reads), and one summary row in
 ``summary.json``. Grading uses the rewards module's ground-truth grader, in
 parallel worker processes (never in the generation process's threads).
 """
@@ -14,7 +15,7 @@ import random
 import time
 from pathlib import Path
 
-from .. import data, generation, io, provenance, templates
+from .. import data, generation, io, provenance, samplefile, templates
 from .. import scoring as grading
 from ..scoring.style import detect_repetition, is_code
 from ..stats import pass_at_k
@@ -105,7 +106,7 @@ def evaluate(
             for name, (bench, records) in benches.items():
                 t0 = time.time()
                 sample_rows, summary = run_benchmark(engine, model, template, bench, records, ev)
-                io.write_jsonl(sample_rows, Path(samples_tmp) / f"step{step}_{name}.jsonl.gz")
+                samplefile.write(sample_rows, Path(samples_tmp) / f"step{step}_{name}.jsonl.gz")
                 rows.append({"step": step, "benchmark": name, **summary, "seconds": round(time.time() - t0, 2)})
                 log.info("step %d %s: accuracy %.3f code %.3f", step, name, summary["accuracy"],
                          summary["code_frequency"])
@@ -176,7 +177,7 @@ def evaluate_baselines(spec: dict, *, model_dir: str, out_summary: str | Path, o
                     rows.append({"template": template, "benchmark": name, "available": False, "reason": str(exc)})
                     log.info("%s %s: unavailable (%s)", template, name, exc)
                     continue
-                io.write_jsonl(sample_rows, Path(tmp) / template / f"step0_{name}.jsonl.gz")
+                samplefile.write(sample_rows, Path(tmp) / template / f"step0_{name}.jsonl.gz")
                 rows.append({"template": template, "benchmark": name, "available": True, **summary,
                              "seconds": round(time.time() - t0, 2)})
                 log.info("%s %s: accuracy %.3f code %.3f", template, name, summary["accuracy"],
