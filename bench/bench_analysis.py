@@ -35,6 +35,7 @@ grid takes longer to write than to aggregate).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import logging
@@ -52,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from spurious_rewards import config as cfgmod
-from spurious_rewards import io
+from spurious_rewards import io, samplefile
 from spurious_rewards.analysis import aggregate, classify
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,11 +77,13 @@ def response_pool(chars: int, n: int, rng: np.random.Generator) -> list[tuple[st
 
 
 def write_sample_file(path: Path, n_problems: int, k: int, pool: list, rng: np.random.Generator,
-                      flags: bool = True) -> int:
+                      flags: bool = True, index: bool = False) -> int:
     """One samples/step{N}_{bench}.jsonl.gz, byte-identical in layout to the evaluation's json.dumps rows.
 
     Rows are formatted from pre-encoded responses (json.dumps per row would make
-    generating the 13.5M-response grid slower than analysing it).
+    generating the 13.5M-response grid slower than analysing it). ``index``: also its
+    column index, as the evaluation writes it (``samplefile.write_index`` reads the
+    file back, so the index is the one its rows give).
     """
     picks = rng.integers(0, len(pool), size=n_problems * k).tolist()
     correct = (rng.random(n_problems * k) < 0.5).tolist()
@@ -94,6 +97,8 @@ def write_sample_file(path: Path, n_problems: int, k: int, pool: list, rng: np.r
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
         gz.write(("\n".join(lines) + "\n").encode("utf-8"))
+    if index and not samplefile.write_index(path):
+        raise RuntimeError(f"{path}: no column index written")
     return len(lines)
 
 
@@ -216,7 +221,7 @@ def grid_tree(scratch: Path, grids: Path | None, label: str, cfg: dict, chars: i
     """
     root = (grids if grids is not None else scratch) / f"grid_{label}"
     marker = root / "shape.json"
-    want = {"config_hash": cfgmod.config_hash(cfg), "chars": chars, "seed": seed}
+    want = {"config_hash": cfgmod.config_hash(cfg), "chars": chars, "seed": seed, "index": samplefile.FORMAT}
     if grids is not None and marker.exists():
         doc = json.loads(marker.read_text())
         if doc.get("made_with") == want:
@@ -230,8 +235,30 @@ def grid_tree(scratch: Path, grids: Path | None, label: str, cfg: dict, chars: i
     return root, shape
 
 
+@contextlib.contextmanager
+def indexes_hidden(root: Path):
+    """Every sample file's column index renamed away (and back): the aggregation then reads the sample files."""
+    hidden = []
+    try:
+        for p in sorted(root.rglob("*" + samplefile.INDEX_SUFFIX)):
+            p.rename(p.with_name(p.name + ".hidden"))
+            hidden.append(p)
+        yield len(hidden)
+    finally:
+        for p in hidden:
+            p.with_name(p.name + ".hidden").rename(p)
+
+
+def _timed_aggregate(cfg: dict, root: Path, out: Path, workers: int, n_boot: int) -> tuple[float, float]:
+    t0, c0 = time.perf_counter(), _cpu()
+    aggregate.aggregate(cfg, out, results_dir=root, n_boot=n_boot, workers=workers)
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
+    shutil.rmtree(out, ignore_errors=True)
+    return wall, cpu
+
+
 def bench_floor_and_aggregate(scratch: Path, cfg: dict, chars: int, workers: int, n_boot: int, seed: int,
-                              label: str, grids: Path | None = None) -> dict:
+                              label: str, grids: Path | None = None, from_text: bool = False) -> dict:
     """One grid: generate it (or reuse it from ``grids``), then (same run, same workers) its I/O floor and aggregate().
 
     The ratio aggregate / floor is the figure (target <= 1.5x); absolute seconds
@@ -246,14 +273,19 @@ def bench_floor_and_aggregate(scratch: Path, cfg: dict, chars: int, workers: int
     if floor["files"] != shape["sample_files"] or floor["rows"] != shape["responses"]:
         raise RuntimeError(f"floor read {floor['files']} files / {floor['rows']} rows, the grid has "
                            f"{shape['sample_files']} / {shape['responses']}")
-    t0, c0 = time.perf_counter(), _cpu()
-    aggregate.aggregate(cfg, scratch / f"out_{label}", results_dir=root, n_boot=n_boot, workers=workers)
-    full_s, full_cpu = time.perf_counter() - t0, _cpu() - c0
+    full_s, full_cpu = _timed_aggregate(cfg, root, scratch / f"out_{label}", workers, n_boot)
+    text = {}
+    if from_text:  # the same tree read as results written before indexes existed
+        with indexes_hidden(root) as n_hidden:
+            if n_hidden != shape["sample_files"]:
+                raise RuntimeError(f"{n_hidden} column indexes for {shape['sample_files']} sample files")
+            text_s, text_cpu = _timed_aggregate(cfg, root, scratch / f"out_{label}_text", workers, n_boot)
+        text = {"text_seconds": round(text_s, 2), "text_cpu_seconds": round(text_cpu, 2),
+                "text_ratio": round(text_s / floor["seconds"], 3)}
     load_after = os.getloadavg()[0]
     if grids is None:
         shutil.rmtree(root)
-    shutil.rmtree(scratch / f"out_{label}", ignore_errors=True)
-    return {**shape, "label": label, "models": len(cfg["models"]), "cells_per_model": cells_per_model(cfg),
+    return {**shape, **text, "label": label, "models": len(cfg["models"]), "cells_per_model": cells_per_model(cfg),
             "generate_s": round(gen_s, 1), "floor_seconds": floor["seconds"],
             "floor_cpu_seconds": floor["cpu_seconds"], "full_seconds": round(full_s, 2),
             "full_cpu_seconds": round(full_cpu, 2), "ratio": round(full_s / floor["seconds"], 3),
@@ -276,7 +308,7 @@ def write_grid(root: Path, cfg: dict, chars: int, seed: int) -> dict:
         for step in eval_steps:
             for bench, (n_problems, k) in PAPER_BENCHMARKS.items():
                 f = path / "samples" / f"step{step}_{bench}.jsonl.gz"
-                n_rows += write_sample_file(f, n_problems, k, pool, rng)
+                n_rows += write_sample_file(f, n_problems, k, pool, rng, index=True)
                 n_files += 1
                 acc = float(rng.random())
                 rows.append({"step": step, "benchmark": bench, "problems": n_problems, "samples": n_problems * k,
@@ -353,6 +385,9 @@ def main() -> None:
                     help="also time floor + aggregate() on the first N models of the paper grid")
     ap.add_argument("--grown-models", type=int, nargs="*", default=[10],
                     help="also time floor + aggregate() on N models of the grown grid (19 cells per model)")
+    ap.add_argument("--text-models", type=int, nargs="*", default=[2],
+                    help="at these --grid-models sizes also time aggregate() with the column indexes hidden "
+                         "(results written before indexes existed: every sample file parsed)")
     ap.add_argument("--scratch", type=Path, default=None)
     ap.add_argument("--grids", type=Path, default=None,
                     help="keep the synthetic grids here and reuse them on later runs (same config, chars, seed)")
@@ -389,13 +424,17 @@ def main() -> None:
         for n, grown in sizes:
             cfg = paper_grid_config(n, grown=grown)
             r = bench_floor_and_aggregate(scratch, cfg, args.grid_chars, args.workers, args.n_boot, args.seed,
-                                          f"{n}{'_grown' if grown else ''}", args.grids)
+                                          f"{n}{'_grown' if grown else ''}", args.grids,
+                                          from_text=not grown and n in args.text_models)
             result["aggregation_sizes"].append(r)
             print(f"{n} models x {r['cells_per_model']:g} cells ({r['runs']} runs, {r['responses']:,} responses, "
                   f"{r['sample_files']:,} files): I/O floor {r['floor_seconds']:.1f} s, aggregate "
                   f"{r['full_seconds']:.1f} s = {r['ratio']:.2f}x floor (target <= 1.5x) "
                   f"{'OK' if r['meets_target'] else 'MISSED'}; CPU {r['floor_cpu_seconds']:.1f} s vs "
                   f"{r['full_cpu_seconds']:.1f} s = {r['cpu_ratio']:.2f}x; load {r['load_average_before']}")
+            if "text_seconds" in r:
+                print(f"  without the column indexes (every sample file parsed): aggregate {r['text_seconds']:.1f} s "
+                      f"= {r['text_ratio']:.2f}x floor; CPU {r['text_cpu_seconds']:.1f} s")
             io.write_json(result, args.out)  # a run killed later keeps the sizes measured so far
         if "aggregation" in result:
             g = result["aggregation"]

@@ -179,3 +179,14 @@ def test_index_dtypes_are_arrows_own(tmp_path: Path) -> None:
     assert [str(t) for t in table.schema.types[1:]] == ["int32", "bool", "bool", "bool", "double"]
     assert table.num_rows == len(_rows())
     assert gzip.decompress(path.read_bytes()).count(b"\n") == table.num_rows
+
+
+def test_a_file_of_more_rows_than_one_arrow_batch_is_indexed_whole(tmp_path: Path) -> None:
+    """feather's default 64k-row chunks would give several batches; the index is one, and reads back."""
+    rows = [{"id": f"p{j // 16}", "i": j % 16, "response": "", "pred": "", "correct": j % 3 == 0,
+             "code": j % 5 == 0, "repetition": False, "tokens": j % 7} for j in range(70_000)]
+    path = tmp_path / "step0_big.jsonl.gz"
+    samplefile.write(rows, path)
+    cols = samplefile.read_index(path)
+    assert cols is not None and len(cols) == 70_000 and len(cols.ids) == 70_000 // 16
+    assert int(cols.correct.sum()) == sum(r["correct"] for r in rows)

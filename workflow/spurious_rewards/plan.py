@@ -697,8 +697,9 @@ JOB_STARTUP_S = 300.0
 ENGINE_STARTUP_S = 90.0
 #: Tokenizer and config files saved with every checkpoint (Qwen's tokenizer.json is ~7 MB).
 TOKENIZER_BYTES = 12_000_000
-#: gzipped JSONL bytes per sampled response: ~4 characters per token at a 0.3 gzip ratio, plus ~80 bytes of fields.
-GZ_BYTES_PER_TOKEN, SAMPLE_ROW_BYTES = 1.2, 80
+#: gzipped JSONL bytes per sampled response: ~4 characters per token at a 0.3 gzip ratio, plus ~80 bytes of
+#: fields and ~25 of the sample file's column index (samplefile.py: 20 bytes a row at 4,000 rows, 27 at 240).
+GZ_BYTES_PER_TOKEN, SAMPLE_ROW_BYTES = 1.2, 80 + 25
 
 #: Rows of the paper's hub datasets (their dataset cards), for configs whose data is not prepared yet.
 KNOWN_DATASET_ROWS = {

@@ -6,7 +6,7 @@ rates, Code/Lang transitions, the bootstrap over problems) needs the small colum
 the response text, which is ~95% of the bytes. So beside each sample file the evaluation
 writes its **column index**, ``<file>.columns.arrow``: the same rows' ``id`` (dictionary
 encoded, first-seen order), ``i``, ``correct``, ``code``, ``repetition`` and ``tokens`` as
-an Arrow IPC (Feather v2) file. Reading an index costs ~0.2 ms where decompressing and
+an Arrow IPC (Feather v2) file. Reading an index costs ~0.1 ms where decompressing and
 parsing the file costs ~2 ms (bench/bench_analysis.py), which is what lets the
 aggregation of a paper-size grid (~31k files, 20M responses) run below the cost of
 reading its sample files once.
@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.feather as feather
+import pyarrow.ipc as ipc
 
 from . import io
 
@@ -96,18 +97,23 @@ def index_path(sample_path: str | os.PathLike[str]) -> Path:
 def fingerprint(sample_path: str | os.PathLike[str]) -> dict[str, int] | None:
     """The compressed size and gzip trailer (CRC-32, uncompressed length mod 2^32) of a gzip file; None otherwise.
 
-    Two reads of a few bytes: cheap enough to check on every file the analysis reads,
-    and it changes whenever the uncompressed content does (but with odds of 2^-32).
+    Two reads of a few bytes (``pread``): cheap enough to check on every file the
+    analysis reads, and it changes whenever the uncompressed content does (but with odds
+    of 2^-32).
     """
     try:
-        with open(sample_path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < 18 or f.read(2) != io.GZIP_MAGIC:
-                return None
-            f.seek(-8, os.SEEK_END)
-            tail = f.read(8)
+        fd = os.open(sample_path, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        size = os.fstat(fd).st_size
+        if size < 18 or os.pread(fd, 2, 0) != io.GZIP_MAGIC:
+            return None
+        tail = os.pread(fd, 8, size - 8)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return {"bytes": size, "crc32": int.from_bytes(tail[:4], "little"), "isize": int.from_bytes(tail[4:], "little")}
 
 
@@ -164,13 +170,17 @@ def columns_of(rows: list) -> Columns | None:
                    repetition=np.array(rep, dtype=bool), tokens=np.array(tokens, dtype=float))
 
 
+#: the index's columns and their Arrow types, in file order
+_COLUMN_TYPES = {"id": pa.dictionary(pa.int32(), pa.string()), "i": pa.int32(), "correct": pa.bool_(),
+                 "code": pa.bool_(), "repetition": pa.bool_(), "tokens": pa.float64()}
+
+
 def _table(cols: Columns, source: dict[str, int]) -> pa.Table:
     ids = pa.DictionaryArray.from_arrays(pa.array(cols.codes, type=pa.int32()), pa.array(cols.ids, type=pa.string()))
-    table = pa.table({
-        "id": ids, "i": pa.array(cols.i, type=pa.int32()), "correct": pa.array(cols.correct),
-        "code": pa.array(cols.code), "repetition": pa.array(cols.repetition),
-        "tokens": pa.array(cols.tokens, type=pa.float64()),
-    })
+    arrays = [ids, pa.array(cols.i, type=pa.int32()), pa.array(cols.correct, type=pa.bool_()),
+              pa.array(cols.code, type=pa.bool_()), pa.array(cols.repetition, type=pa.bool_()),
+              pa.array(cols.tokens, type=pa.float64())]
+    table = pa.Table.from_arrays(arrays, schema=pa.schema(list(_COLUMN_TYPES.items())))
     return table.replace_schema_metadata({_META_KEY: json.dumps({"format": FORMAT, "source": source})})
 
 
@@ -189,8 +199,10 @@ def write_index(sample_path: str | os.PathLike[str], cols: Columns | None = None
         if cols is None:
             return False
     with io.atomic_output(index_path(sample_path)) as tmp:
-        # lz4: a third of the uncompressed size for ~0.1 ms more per read (zstd: smaller, slower)
-        feather.write_feather(_table(cols, source), str(tmp), compression="lz4")
+        # uncompressed: lz4 makes it 40% smaller but 3.5x slower to read (0.23 vs 0.065 ms per file);
+        # the index is still a few percent of its sample file, whose text dominates
+        table = _table(cols, source)  # one record batch, however many rows (read_index reads one)
+        feather.write_feather(table, str(tmp), compression="uncompressed", chunksize=max(1, table.num_rows))
     return True
 
 
@@ -208,30 +220,33 @@ def write(rows: list[dict], path: str | os.PathLike[str]) -> int:
 
 
 def read_index(sample_path: str | os.PathLike[str]) -> Columns | None:
-    """The :class:`Columns` from the index of ``sample_path`` where it exists and still matches the file; else None."""
-    ipath = index_path(sample_path)
-    try:
-        table = feather.read_table(str(ipath), memory_map=False)
-    except FileNotFoundError:
-        return None
-    except (OSError, pa.ArrowException):  # a damaged index reads as no index
-        return None
-    meta = table.schema.metadata or {}
-    try:
-        doc = json.loads(meta[_META_KEY])
-    except (KeyError, ValueError):
-        return None
-    if doc.get("format") != FORMAT or doc.get("source") != fingerprint(sample_path):
-        return None
-    ids = table.column("id").combine_chunks()
-    return Columns(ids=ids.dictionary.to_pylist(), codes=ids.indices.to_numpy().astype(np.int64),
-                   i=_np(table, "i", np.int64), correct=_np(table, "correct", bool),
-                   code=_np(table, "code", bool), repetition=_np(table, "repetition", bool),
-                   tokens=_np(table, "tokens", float))
+    """The :class:`Columns` from the index of ``sample_path`` where it exists and still matches the file; else None.
 
-
-def _np(table: pa.Table, name: str, dtype) -> np.ndarray:
-    return table.column(name).to_numpy().astype(dtype, copy=False)
+    Read as bytes and opened in memory (``pyarrow.ipc``, one record batch): a third of
+    the cost of ``feather.read_table`` on these ~10 KB files, where per-call overhead
+    is all there is (the analysis reads tens of thousands of them).
+    """
+    path = os.fspath(sample_path)
+    try:
+        with open(path + INDEX_SUFFIX, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    try:
+        reader = ipc.open_file(pa.py_buffer(data))
+        doc = json.loads((reader.schema.metadata or {})[_META_KEY])
+        if doc.get("format") != FORMAT or doc.get("source") != fingerprint(path) or reader.num_record_batches != 1:
+            return None
+        batch = reader.get_batch(0)
+        if batch.schema.names != list(_COLUMN_TYPES):
+            return None
+        ids, i, correct, code, rep, tokens = batch.columns
+        return Columns(ids=ids.dictionary.to_pylist(), codes=ids.indices.to_numpy().astype(np.int64),
+                       i=i.to_numpy().astype(np.int64), correct=correct.to_numpy(zero_copy_only=False),
+                       code=code.to_numpy(zero_copy_only=False), repetition=rep.to_numpy(zero_copy_only=False),
+                       tokens=tokens.to_numpy().astype(float, copy=False))
+    except (pa.ArrowException, KeyError, ValueError, TypeError, AttributeError):  # a damaged index: none
+        return None
 
 
 def read_columns(sample_path: str | os.PathLike[str]) -> tuple[Columns | None, list | None]:

@@ -30,9 +30,11 @@ and writes, under ``out_dir``::
 Why this shape: the tidy table is the one place every number lives (anything
 else can be recomputed from it with a groupby); it is written run by run, so
 a paper-size grid never sits in memory as one long table. Sample files are read
-once, run by run (optionally in worker processes), into per-problem tables
-(classify.py) that feed both the bootstrap and the transitions, and are dropped
-once their (model, reward, variant) cell is done. Missing inputs are logged
+once, run by run (optionally in worker processes), from their column indexes
+(samplefile.py: no response text is read where the evaluation wrote one), into
+per-problem accuracies and first-sample flags (classify.py's numbers) that feed
+both the bootstrap and the transitions, and are dropped once their (model,
+reward, variant) cell is done. Missing inputs are logged
 and skipped, so the same code summarises a study that is still running.
 
 The first benchmark in the config is the *main* one (figures, transitions
@@ -287,13 +289,23 @@ def summary_stats(evals: pd.DataFrame, trains: pd.DataFrame, ci: pd.DataFrame | 
 RunSamples = dict[str, tuple[list[int], np.ndarray, pd.DataFrame]]
 
 
-def _read_run(job: tuple[str, dict[str, pd.DataFrame]]) -> RunSamples:
+#: per benchmark: the base model's problems as ``{id: place}`` and their first-sample flags
+BaseIndex = dict[str, tuple[dict[str, int], np.ndarray]]
+
+
+def _base_index(base: dict[str, pd.DataFrame]) -> BaseIndex:
+    """What :func:`_read_run` aligns every run of a model to, built once per cell, not per run and benchmark."""
+    return {bench: ({pid: i for i, pid in enumerate(btab.index)}, samples.base_flags(btab))
+            for bench, btab in base.items()}
+
+
+def _read_run(sample_dir: str, base: dict[str, pd.DataFrame], index: BaseIndex | None = None) -> RunSamples:
     """One run's sample folder reduced to what the statistics need (runs in a worker process).
 
     Accuracies are aligned to the base model's problems here, so the parent only
     stacks arrays; only these arrays and four-row transition tables travel back.
     """
-    sample_dir, base = job
+    index = _base_index(base) if index is None else index
     files = samples.sample_files(sample_dir, base)
     out: RunSamples = {}
     for bench, btab in base.items():
@@ -301,9 +313,9 @@ def _read_run(job: tuple[str, dict[str, pd.DataFrame]]) -> RunSamples:
         if steps:
             # every step is folded straight to accuracies aligned to the base problems, the final
             # one also to its transitions (the numbers of the per-problem tables, without them)
-            positions = {pid: i for i, pid in enumerate(btab.index)}
+            positions, before = index[bench]
             acc = [samples.read_accuracy(files[(s, bench)], positions) for s in steps[:-1]]
-            final, trans = samples.read_final(files[(steps[-1], bench)], btab, positions)
+            final, trans = samples.read_final(files[(steps[-1], bench)], btab, positions, before)
             out[bench] = (steps, np.stack([*acc, final]), trans)
     return out
 
@@ -368,8 +380,9 @@ def _cell_job(job: tuple) -> tuple[list[dict], list[pd.DataFrame], list[str], di
     seeds: dict[int, RunSamples] = {}
     trans: list[pd.DataFrame] = []
     empty: list[str] = []
+    index = _base_index(base)
     for run_seed, run_path, sample_dir in runs:
-        out = _read_run((sample_dir, base))
+        out = _read_run(sample_dir, base, index)
         if not out:
             empty.append(run_path)
             continue

@@ -83,14 +83,16 @@ def read_accuracy(path: Path, positions: dict[str, int]) -> np.ndarray:
     return _mean_per(_positions_of(ids, positions), np.array(correct, dtype=bool), len(positions))
 
 
-def read_final(path: Path, base: pd.DataFrame,
-               positions: dict[str, int] | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+def read_final(path: Path, base: pd.DataFrame, positions: dict[str, int] | None = None,
+               before: np.ndarray | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """``(accuracy(t, base.index), classify.transitions_between(base, t))`` of ``t = read_problems(path)``.
 
     The same numbers without the per-problem table: the aggregation reads each run's
     final checkpoint only for its accuracies and the first samples' Code/Lang flags,
     and building (then reindexing) a pandas table per file was a tenth of its CPU.
-    ``positions`` is ``{id: place}`` of ``base.index`` (built here if not given).
+    ``positions`` is ``{id: place}`` of ``base.index`` and ``before`` its
+    ``[["code0", "correct0"]]`` as floats (both built here if not given: a caller
+    reading many runs against one base builds them once).
     Anything the fast path would not take goes through :func:`read_problems`.
     """
     cols, _rows = samplefile.read_columns(path)
@@ -107,9 +109,15 @@ def read_final(path: Path, base: pd.DataFrame,
     sel = np.flatnonzero((cols.i == 0) & (where >= 0))[::-1]
     probs, at = np.unique(where[sel], return_index=True)
     after[probs, 0], after[probs, 1] = cols.code[sel[at]], cols.correct[sel[at]]
-    before = base[["code0", "correct0"]].to_numpy(dtype=float)
+    if before is None:
+        before = base_flags(base)
     ok = ~(np.isnan(before).any(axis=1) | np.isnan(after).any(axis=1))
     return acc, classify.transitions(before[ok, 0], before[ok, 1], after[ok, 0], after[ok, 1])
+
+
+def base_flags(base: pd.DataFrame) -> np.ndarray:
+    """A base per-problem table's first-sample (Code, correct) flags as floats, NaN where unknown (for :func:`read_final`)."""
+    return base[["code0", "correct0"]].to_numpy(dtype=float)
 
 
 def read_problems(path: Path) -> pd.DataFrame:
