@@ -209,6 +209,30 @@ def test_iter_jsonl_truncated_gzip(tmp_path: Path) -> None:
     assert exc.value.file == str(path)
 
 
+@pytest.mark.parametrize("case", ["good", "blank_lines", "bad_utf8", "bad_json", "two_values_one_line", "truncated_gz"])
+def test_read_jsonl_is_list_of_iter_jsonl_values_and_errors(tmp_path: Path, case: str) -> None:
+    """read_jsonl (one C call where it can) gives what list(iter_jsonl) gives: the values, or the same DataError."""
+    from spurious_rewards.io import read_jsonl
+
+    path = tmp_path / ("r.jsonl.gz" if case == "truncated_gz" else "r.jsonl")
+    data = {"good": b'{"a": 1}\n[2]\n"s"\n', "blank_lines": b'{"a": 1}\n\n  \n{"a": 2}',
+            "bad_utf8": b'{"a": 1}\n{"a": "caf\xe9"}\n', "bad_json": b'{"a": 1}\n{"a": \n',
+            "two_values_one_line": b'{"a": 1},{"a": 2}\n'}.get(case)
+    if case == "truncated_gz":
+        write_jsonl([{"i": i, "pad": "x" * 50} for i in range(200)], path)
+        path.write_bytes(path.read_bytes()[:-20])
+    else:
+        path.write_bytes(data)
+    try:
+        want = list(iter_jsonl(path))
+    except DataError as exc:
+        with pytest.raises(DataError) as got:
+            read_jsonl(path)
+        assert str(got.value) == str(exc)
+    else:
+        assert read_jsonl(path) == want and case in ("good", "blank_lines")
+
+
 # ----------------------------------------------------------------------------- JSON
 
 

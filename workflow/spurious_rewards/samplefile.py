@@ -25,10 +25,8 @@ a dictionary-encoded id column, reads without parsing, and any dataframe library
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
@@ -118,26 +116,8 @@ def fingerprint(sample_path: str | os.PathLike[str]) -> dict[str, int] | None:
 
 
 def parse(path: str | os.PathLike[str]) -> list | None:
-    """The rows of one sample file parsed in one C call; None where a reader must take the row-by-row path.
-
-    Why one call: per-line ``json.loads`` and the line iterator were most of the
-    analysis's CPU time. The file is decompressed, its non-blank lines joined into one
-    JSON array and parsed at once; any surprise (bad gzip, bad UTF-8, bad JSON, a line
-    holding more or less than one value) gives None, and the row-by-row reader then
-    gives the same rows or raises the :class:`io.DataError` that names the line.
-    """
-    try:
-        data = Path(path).read_bytes()
-        if data[:2] == io.GZIP_MAGIC:
-            data = gzip.decompress(data)
-        data.decode("utf-8")  # the row-by-row reader reports bad bytes with their line
-        lines = [ln for ln in data.split(b"\n") if ln.strip()]
-        rows = json.loads(b"[" + b",".join(lines) + b"]")
-        if len(rows) != len(lines):  # e.g. a line "{...},{...}": invalid JSONL, valid inside an array
-            raise ValueError("line/value count mismatch")
-    except (OSError, EOFError, ValueError, zlib.error):
-        return None
-    return rows
+    """The rows of one sample file in one C call (:func:`io.parse_jsonl`); None where a reader must go row by row."""
+    return io.parse_jsonl(path)
 
 
 def columns_of(rows: list) -> Columns | None:

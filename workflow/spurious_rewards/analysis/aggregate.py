@@ -147,6 +147,22 @@ def _runs_found(cfg: dict, res: Path) -> Iterator[tuple[cfgmod.Run, pd.DataFrame
 TIDY_BATCH = 64
 
 
+def _with_keys(frames: list[pd.DataFrame], keys: list[dict], names: list[str]) -> pd.DataFrame:
+    """``pd.concat([f.assign(**{n: k[n] for n in names}) for f, k in zip(frames, keys)], ignore_index=True)``.
+
+    The same frame (columns in the same order, the same dtypes) from one concat and
+    one repeat per key: per frame, ``assign`` cost ~3 ms of pandas overhead, a third of
+    writing metrics.csv at paper scale (two assigns per run).
+    """
+    out = pd.concat(frames, ignore_index=True)
+    lengths = [len(f) for f in frames]
+    for name in names:
+        out[name] = np.repeat(np.array([k[name] for k in keys], dtype=object if name != "seed" else np.int64),
+                              lengths)
+    order = list(dict.fromkeys(c for f in frames for c in [*(c for c in f.columns if c not in names), *names]))
+    return out[order]
+
+
 def _tidy_batch(pieces: list[tuple[pd.DataFrame, dict, str | None]]) -> pd.DataFrame:
     """``pd.concat([tidy(*p) for p in pieces])``, the same rows in the same order, in a few pandas calls.
 
@@ -159,14 +175,20 @@ def _tidy_batch(pieces: list[tuple[pd.DataFrame, dict, str | None]]) -> pd.DataF
     :func:`tidy` itself, and values of differing dtypes are written as each piece
     would write them.
     """
-    groups: dict[tuple, list[tuple[int, pd.DataFrame]]] = defaultdict(list)
-    single: list[tuple[int, pd.DataFrame]] = []
+    groups: dict[tuple, list[int]] = defaultdict(list)
     for i, (wide, _keys, benchmark) in enumerate(pieces):
-        df = wide if benchmark is None else wide.assign(benchmark=benchmark)
-        groups[(tuple(df.columns), tuple(map(str, df.dtypes)))].append((i, df))
+        sig = tuple((c, str(t)) for c, t in zip(wide.columns, wide.dtypes, strict=True)
+                    if c != "benchmark" or benchmark is None)
+        groups[(sig, benchmark is None)].append(i)
+    single: list[int] = []
     parts = []
     for members in groups.values():
-        frame = pd.concat([df.assign(_piece=i) for i, df in members], ignore_index=True)
+        frames = [pieces[i][0] for i in members]
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].copy()
+        lengths = [len(f) for f in frames]
+        if pieces[members[0]][2] is not None:  # the training tables: benchmark "train"
+            frame["benchmark"] = np.repeat(np.array([pieces[i][2] for i in members], dtype=object), lengths)
+        frame["_piece"] = np.repeat(np.array(members, dtype=np.int64), lengths)
         metrics = [c for c in frame.columns if c not in ("step", "benchmark", "_piece")]
         long = frame.melt(id_vars=["_piece", "step", "benchmark"], value_vars=metrics, var_name="metric",
                           value_name="value")
@@ -179,8 +201,9 @@ def _tidy_batch(pieces: list[tuple[pd.DataFrame, dict, str | None]]) -> pd.DataF
                 for k in RUN_KEYS}
         keys["seed"] = keys["seed"].astype(np.int64)
         parts.append(long.assign(**keys, step=long["step"].astype(int)))
-    for i, df in single:
-        parts.append(tidy(df, pieces[i][1]).assign(_piece=i))
+    for i in sorted(single):
+        wide, keys, benchmark = pieces[i]
+        parts.append(tidy(wide, keys, benchmark).assign(_piece=i))
     if not parts:
         return pd.DataFrame(columns=TIDY_COLUMNS)
     if len({str(p["value"].dtype) for p in parts}) > 1:  # e.g. an all-int piece: keep "500", not "500.0"
@@ -195,7 +218,8 @@ def write_tables(cfg: dict, res: Path, path: Path) -> tuple[pd.DataFrame, pd.Dat
     Rows are written in batches of :data:`TIDY_BATCH` (run, table) pieces
     (:func:`_tidy_batch`), so the tidy table never sits in memory whole.
     """
-    evals, trains = [], []
+    evals: list[tuple[pd.DataFrame, dict]] = []
+    trains: list[tuple[pd.DataFrame, dict]] = []
     with io.atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         fh.write(",".join(TIDY_COLUMNS) + "\n")
         pending: list[tuple[pd.DataFrame, dict, str | None]] = []
@@ -218,19 +242,21 @@ def write_tables(cfg: dict, res: Path, path: Path) -> tuple[pd.DataFrame, pd.Dat
             keys = {"model": model, "family": _family(cfg, model), "reward": BASE, "variant": BASE, "seed": 0}
             ev = samples.read_eval_summary(summ)
             emit(ev, keys)
-            evals.append(ev.assign(**keys))
+            evals.append((ev, keys))
         for run, ev, tr in _runs_found(cfg, res):
             keys = {"model": run.model, "family": _family(cfg, run.model), "reward": run.reward,
                     "variant": run.variant, "seed": run.seed}
             if ev is not None:
                 emit(ev, keys)
-                evals.append(ev.assign(**keys))
+                evals.append((ev, keys))
             if tr is not None:
                 emit(tr, keys, TRAIN)
-                trains.append(tr.assign(**keys))
+                trains.append((tr, keys))
         flush()
-    ev_all = pd.concat(evals, ignore_index=True) if evals else pd.DataFrame(columns=[*RUN_KEYS, "step", "benchmark"])
-    tr_all = pd.concat(trains, ignore_index=True) if trains else pd.DataFrame(columns=[*RUN_KEYS, "step"])
+    ev_all = (_with_keys([f for f, _ in evals], [k for _, k in evals], RUN_KEYS) if evals
+              else pd.DataFrame(columns=[*RUN_KEYS, "step", "benchmark"]))
+    tr_all = (_with_keys([f for f, _ in trains], [k for _, k in trains], RUN_KEYS) if trains
+              else pd.DataFrame(columns=[*RUN_KEYS, "step"]))
     return ev_all, tr_all
 
 
@@ -459,29 +485,45 @@ class StatIndex:
     KEYS = ["model", "reward", "variant", "benchmark", "metric"]
 
     def __init__(self, st: pd.DataFrame) -> None:
-        self.frame = st.sort_values([*self.KEYS, "step"], kind="stable")
+        # string columns as Python objects: pandas' Arrow-backed strings cost ~20 us per element
+        # taken, and the lookups below take rows one at a time thousands of times
+        text = [c for c in st.columns if pd.api.types.is_string_dtype(st[c].dtype)]
+        self.frame = st.sort_values([*self.KEYS, "step"], kind="stable").astype(dict.fromkeys(text, object))
         self._empty = self.frame.iloc[:0]
-        self._groups = dict(list(self.frame.groupby(self.KEYS, sort=False))) if len(st) else {}
+        # row positions per key (numpy arrays, in frame order); frames are cut on first use
+        self._positions = self.frame.groupby(self.KEYS, sort=False).indices if len(st) else {}
+        self._steps = self.frame["step"].to_numpy()
+        self._series: dict[tuple, pd.DataFrame] = {}
         base = self.frame[self.frame["step"] == 0].drop_duplicates(["model", "benchmark", "metric"])
         self._base = {(r["model"], r["benchmark"], r["metric"]): r for r in base.to_dict("records")}
 
     def series(self, model: str, reward: str, variant: str, benchmark: str, metric: str) -> pd.DataFrame:
         """One (model, reward, variant) cell's metric over steps (step 0 = base); empty when absent."""
-        return self._groups.get((model, reward, variant, benchmark, metric), self._empty)
+        key = (model, reward, variant, benchmark, metric)
+        s = self._series.get(key)
+        if s is None:
+            where = self._positions.get(key)
+            s = self._series[key] = self._empty if where is None else self.frame.iloc[where]
+        return s
 
     def at(self, model: str, reward: str, variant: str, benchmark: str, metric: str,
            step: int | None) -> pd.Series | None:
-        s = self.series(model, reward, variant, benchmark, metric)
-        s = s[s["step"] == step] if step is not None else s.iloc[:0]
-        return s.iloc[-1] if len(s) else None
+        """The row of one step of a series (the last, should a step repeat); None when absent."""
+        where = self._positions.get((model, reward, variant, benchmark, metric)) if step is not None else None
+        if where is None:
+            return None
+        hit = where[self._steps[where] == step]
+        return self.frame.iloc[hit[-1]] if len(hit) else None
 
     def base(self, model: str, benchmark: str, metric: str) -> dict | None:
         """The base model's value (step 0 of any of its cells)."""
         return self._base.get((model, benchmark, metric))
 
     def final_step(self, model: str, reward: str, variant: str, benchmark: str) -> int | None:
-        s = self.series(model, reward, variant, benchmark, "accuracy")
-        return int(s["step"].iloc[-1]) if len(s) and s["step"].iloc[-1] > 0 else None
+        """The last step of a cell's accuracy series; None without one, or where it is the base (step 0)."""
+        where = self._positions.get((model, reward, variant, benchmark, "accuracy"))
+        last = self._steps[where[-1]] if where is not None and len(where) else 0
+        return int(last) if last > 0 else None
 
 
 def plot_vs_step(ix: StatIndex, cfg: dict, metric: str, benchmark: str, path: Path, *,

@@ -196,7 +196,7 @@ def read_eval_summary(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 def read_train_metrics(path: str | os.PathLike[str]) -> pd.DataFrame:
     """One row per rollout step of a run's metrics.jsonl (step 0 = before training)."""
-    df = pd.DataFrame(list(io.iter_jsonl(path)))
+    df = pd.DataFrame(io.read_jsonl(path))
     if len(df) and "step" not in df:
         raise io.DataError(path, "missing in a metrics row", field="step")
     return df if len(df) else pd.DataFrame(columns=["step"])
