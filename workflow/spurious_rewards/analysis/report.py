@@ -189,15 +189,20 @@ def _cell_transitions(tm: pd.DataFrame, model: str, reward: str, variant: str) -
 def transitions_table(trans: pd.DataFrame, cfg: dict) -> Table:
     """Code/Lang transitions on the main benchmark, mean over seeds, one row per (model, reward)."""
     tm = _mean_transitions(trans, next(iter(cfg["benchmarks"])))
+    # each cell's rows, cut once: a mask per cell and group cost seconds at paper scale
+    cells_of = dict(list(tm.groupby(["model", "reward", "variant"], sort=False))) if len(tm) else {}
     rows = []
     for model in cfg["models"]:
         for reward, rspec in cfg["rewards"].items():
-            sub = _cell_transitions(tm, model, reward, cfgmod.main_variant(rspec))
-            if sub.empty:
+            sub = cells_of.get((model, reward, cfgmod.main_variant(rspec)))
+            if sub is None or sub.empty:
                 continue
+            first: dict[str, dict] = {}
+            for r in sub.to_dict("records"):
+                first.setdefault(r["group"], r)  # a group's first row
             cells = []
             for g in classify.GROUPS:
-                r = sub[sub["group"] == g].iloc[0]
+                r = first[g]
                 c = "–" if pd.isna(r["contribution"]) else f"{round(r['contribution'] * 100) + 0}%"
                 cells.append(f"{r['n']:.0f} · {r['delta_pp']:+.1f} pp · C={c}")
             rows.append([model, reward, *cells, f"{sub['delta_pp'].sum():+.1f}"])
