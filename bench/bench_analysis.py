@@ -20,9 +20,13 @@ Not a test. Two measurements, each against its target:
 3. **Aggregation against its I/O floor** (target <= 1.5x): for the paper grid and for
    ``--grid-models`` / ``--grown-models`` sizes (the grown grid adds the arms of
    ``GROWN_REWARDS``: 19 reward/variant cells per model), the *floor* (every sample file
-   read, decompressed and parsed as the fast path does, nothing else, same workers) and
+   read, decompressed and parsed with one ``json.loads``, nothing else, same workers) and
    the whole ``aggregate()`` are timed back to back on the same tree; their ratio is the
-   figure, which machine load moves much less than either time.
+   figure, which machine load moves much less than either time. The grids are written as
+   the evaluation writes its outputs, each sample file with its column index
+   (``samplefile.py``), which is what ``aggregate()`` reads; at the ``--text-models``
+   sizes it is timed a second time with the indexes hidden (results from before indexes
+   existed: every sample file parsed).
 
 Results go to ``results/bench/analysis.json``; scratch files to ``--scratch`` (removed); with
 ``--grids DIR`` the synthetic grids are kept in DIR and reused by later runs (the 10-model

@@ -36,10 +36,11 @@ OUT = ROOT / "results" / "bench"
 PY = sys.executable
 
 
-def plan(quick: bool) -> list[tuple[str, list[str], int]]:
-    """(name, argv, timeout seconds) of every script run, in order."""
+def plan(quick: bool, grids: Path | None = None) -> list[tuple[str, list[str], int]]:
+    """(name, argv, timeout seconds) of every script run, in order; ``grids``: where bench_analysis keeps its grids."""
     def script(name: str, *args: str) -> list[str]:
-        return [PY, str(BENCH / name), *args]
+        keep = ["--grids", str(grids)] if grids is not None and name == "bench_analysis.py" else []
+        return [PY, str(BENCH / name), *args, *keep]
 
     if quick:
         return [
@@ -238,7 +239,8 @@ def floor_row(a: dict, quick: bool) -> dict:
     Both are timed back to back in one bench run on the same tree and workers, so
     the ratio holds on a loaded machine where the seconds do not.
     """
-    figure = "Aggregation vs its I/O floor (read + gunzip + parse every sample file, same workers)"
+    figure = ("Aggregation vs its I/O floor (read + gunzip + parse every sample file, same workers; "
+              "the aggregation reads the files' column indexes)")
     sizes = list(a.get("aggregation_sizes", []))
     g = a.get("aggregation")
     if g and "floor_seconds" in g:
@@ -257,8 +259,16 @@ def floor_row(a: dict, quick: bool) -> dict:
                 f"{worst['full_seconds']:.1f} s vs {worst['floor_seconds']:.1f} s)",
                 "; ".join(f"{x['models']}x{x['cells_per_model']:g} cells ({x['responses'] / 1e6:.1f}M responses, "
                           f"load {x['load_average_before']:.1f}): floor {x['floor_seconds']:.1f} s, "
-                          f"aggregate {x['full_seconds']:.1f} s = {x['ratio']:.2f}×{_cpu_ratio(x)}" for x in sizes),
+                          f"aggregate {x['full_seconds']:.1f} s = {x['ratio']:.2f}×{_cpu_ratio(x)}{_text_ratio(x)}"
+                          for x in sizes),
                 all(x["ratio"] <= 1.5 for x in sizes))
+
+
+def _text_ratio(x: dict) -> str:
+    """"; without column indexes 20.1 s = 2.01×" where the size was also aggregated from the sample files' text."""
+    if x.get("text_seconds") is None:
+        return ""
+    return f"; without column indexes (every file parsed) {x['text_seconds']:.1f} s = {x['text_ratio']:.2f}×"
 
 
 def _cpu_ratio(x: dict) -> str:
@@ -340,6 +350,9 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true", help="run nothing; tabulate results/bench/*.json")
     ap.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--no-fail", action="store_true", help="exit 0 even when a target is missed")
+    ap.add_argument("--grids", type=Path, default=None,
+                    help="keep bench_analysis.py's synthetic grids here and reuse them (the 10-model ones take "
+                         "~10 and ~13 minutes to write, longer than their aggregation)")
     args = ap.parse_args()
     mach = machine()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -350,7 +363,7 @@ def main() -> None:
         status = json.loads(status_path.read_text()).get("runs", {})
     if not args.report_only:
         prev = json.loads(status_path.read_text()).get("runs", {}) if args.only and status_path.exists() else {}
-        status = {**prev, **run_scripts(plan(args.quick), set(args.only) if args.only else None)}
+        status = {**prev, **run_scripts(plan(args.quick, args.grids), set(args.only) if args.only else None)}
     rows = figures(args.quick)
     status_path.write_text(json.dumps({"machine": mach, "quick": args.quick, "runs": status, "figures": rows},
                                       indent=2) + "\n")

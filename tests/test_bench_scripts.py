@@ -140,6 +140,13 @@ def test_floor_row_reports_the_worst_ratio(tmp_path: Path, monkeypatch: pytest.M
         "classification_unflagged": {"responses_per_minute": 1e5}, "aggregation_sizes": [size]}))
     row = next(r for r in ra.figures(quick=True) if r["figure"].startswith("Aggregation vs its I/O floor"))
     assert row["pass"] == "PASS" and "1.30×" in row["measured"]
+    # a size also aggregated without its column indexes says so; the target is the indexed aggregation's
+    text = {**size, "text_seconds": 21.0, "text_ratio": 2.1}
+    (tmp_path / "analysis.json").write_text(json.dumps({
+        "classification": [{"responses": 1, "responses_per_minute": 2e6, "meets_target": True}],
+        "classification_unflagged": {"responses_per_minute": 1e5}, "aggregation_sizes": [text]}))
+    row = next(r for r in ra.figures(quick=True) if r["figure"].startswith("Aggregation vs its I/O floor"))
+    assert row["pass"] == "PASS" and "without column indexes (every file parsed) 21.0 s = 2.10×" in row["scaling"]
 
 
 def test_make_run_bench_patches_the_old_defaults_into_job_specs() -> None:
