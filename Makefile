@@ -15,7 +15,8 @@ help:
 	@echo "make test-fast - the tests not marked slow: the edit-test loop"
 	@echo "make lint  - ruff + lint-imports (the layering contract) + snakemake --lint"
 	@echo "make dag   - regenerate docs/rulegraph.svg"
-	@echo "make bench - every benchmark vs its target -> results/bench/*.json + BENCHMARKS.md (~10 min)"
+	@echo "make bench - every benchmark vs its target -> results/bench/*.json + BENCHMARKS.md (~45 min;"
+	@echo "             GRIDS=dir keeps the synthetic aggregation grids there: ~20 min on later runs)"
 
 # torch first, pinned, from the CPU wheel: any other spec pulls a multi-GB CUDA build.
 # The SLURM executor plugin (pyproject.toml's `slurm` extra) goes beside the venv, off its
@@ -52,7 +53,7 @@ lint: $(STAMP)
 	$(BIN)/snakemake --lint
 
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(if $(GRIDS),--grids $(GRIDS))
 
 # Through temporary files, renamed only when both steps succeed: a failed snakemake or dot
 # never leaves an empty docs/rulegraph.svg behind.

@@ -37,6 +37,7 @@ NUMPY='numpy==2.4.6'                           # as pinned in pyproject.toml (re
 ANTLR='antlr4-python3-runtime==4.9.3'
 # the pipeline's other runtime pins (pyproject.toml), for the gpu flavor's `spurious` CLI;
 # transformers/tokenizers are left to OpenRLHF's transformers==5.15.0
+# (pyarrow, which the sample files' column indexes need, comes with datasets: not pinned twice)
 PIPELINE=('datasets==5.2.0' 'safetensors==0.8.0' 'pyyaml==6.0.4' 'jsonschema==4.26.0' 'pandas==3.1.1'
           'matplotlib==3.11.2' 'tqdm==4.70.1')
 

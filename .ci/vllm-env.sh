@@ -40,6 +40,7 @@ ANTLR='antlr4-python3-runtime==4.9.3'
 # its mistral_common (every release >=1.11.6) needs numpy<2.4 on Python <=3.12, so our
 # numpy==2.4.6 pin cannot hold here (pip resolves 2.3.x); nothing we compute with numpy
 # (the repetition detector) depends on that minor version.
+# (pyarrow, which the sample files' column indexes need, comes with datasets: not pinned twice)
 PIPELINE=('datasets==5.2.0' 'safetensors==0.8.0' 'pyyaml==6.0.4' 'jsonschema==4.26.0'
           'pandas==3.1.1' 'matplotlib==3.11.2' 'tqdm==4.70.1' 'rouge-score==0.1.2')
 DROP='torch torchvision torchaudio torchcodec'   # torch: installed first; the rest: see above
