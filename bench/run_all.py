@@ -323,15 +323,17 @@ def write_markdown(rows: list[dict], mach: dict, status: dict[str, dict], quick:
            "rollout-8 no-clip arm, 19 cells per model); the summaries-only pass is timed separately. "
            "Each size is timed against its I/O floor (every sample file read, gunzipped and parsed with one "
            "`json.loads`, as the fast path does, nothing else, same workers) right before `aggregate()` on "
-           "the same tree: the ratio is the figure, since machine load moves both; the CPU ratio (user + sys "
+           "the same tree (the grids are written as the evaluation writes, each sample file with its column index, "
+           "which is what `aggregate()` reads): the ratio is the figure, since machine load moves both; the CPU ratio (user + sys "
            "of the bench process and its workers) is shown beside it, as it moves least on a shared machine. "
            "`--grids DIR` keeps the synthetic grids and reuses them (the 10-model grid takes longer to write "
            "than to aggregate). "
            "Classification throughput is measured at two sizes on one core.",
            "- Grading, training and generation compare against a baseline measured in the same process on the "
            "same machine, so machine load affects both sides.",
-           "- The paper grid has 7 benchmarks since the audit added two clean levels (arith_l2, arith_l5): "
-           "19.8M responses in 44,170 files, 47% more than the 13.5M of the first measurement (46.3 s then). "
+           "- The paper grid has 7 benchmarks since the audit added two clean levels (arith_l2, arith_l5), and "
+           "five arms on one model (random p 0.7/0.3/0.001/0, a rollout-8 no-clip arm): 20.5M responses in 45,745 files, 52% "
+           "more than the 13.5M of the first measurement (46.3 s then). "
            "The audit's own jobs (contamination, baselines, clip probe) are measured per job by Snakemake's "
            "`benchmark:` files; their `make run` figures are in the stop notes.", ""]
     # hand-written sections (e.g. the GPU check on a lent machine) below the marker survive a rewrite
