@@ -88,8 +88,10 @@ def run_scripts(steps: list[tuple[str, list[str], int]], only: set[str] | None) 
         out = Path(argv[argv.index("--out") + 1])
         if out.exists():
             out.unlink()  # never report a stale figure as this run's
-        cmd = " ".join("python" if a == PY else
-                       (Path(a).relative_to(ROOT).as_posix() if a.startswith(str(ROOT)) else a) for a in argv)
+        # paths as a reader would type them: the repository's relative, a --grids folder as $GRIDS
+        cmd = " ".join("python" if a == PY else "$GRIDS" if i and argv[i - 1] == "--grids" else
+                       (Path(a).relative_to(ROOT).as_posix() if a.startswith(str(ROOT)) else a)
+                       for i, a in enumerate(argv))
         print(f"\n=== {name}: {cmd}", flush=True)
         t0 = time.perf_counter()
         try:
