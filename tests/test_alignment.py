@@ -11,8 +11,6 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from spurious_rewards.analysis import alignment
 
@@ -147,14 +145,3 @@ def test_summary_paragraph_counts_what_it_could_judge(tmp_path) -> None:
     assert "With only 3 cells these intervals are wide" in text and "(figures/alignment.png)" in text
     assert alignment.summary_section(t.iloc[:0], alignment.correlations(t.iloc[:0]), cfg, paths, tmp_path,
                                      alpha=0.05) is None
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.lists(st.integers(0, 4), min_size=1, max_size=9), min_size=1, max_size=6).filter(
-    lambda rows: len({len(r) for r in rows}) == 1))
-def test_rank_is_pandas_average_rank(rows) -> None:
-    """alignment._rank (numpy) gives pandas' rank(method="average") along the last axis, bit for bit, ties included."""
-    a = np.array(rows, dtype=float) / 2
-    want = pd.DataFrame(a).rank(axis=1, method="average").to_numpy()
-    assert alignment._rank(a).tobytes() == want.tobytes()
-    assert alignment._rank(a[0]).tobytes() == want[0].tobytes()

@@ -49,7 +49,7 @@ def test_the_index_holds_the_files_columns_and_gives_the_row_by_row_table(tmp_pa
     assert samplefile.index_path(path).is_file()
     from_index = samplefile.read_index(path)
     assert from_index is not None
-    _same_columns(from_index, samplefile.columns_of(samplefile.parse(path)))
+    _same_columns(from_index, samplefile.columns_of(io.parse_jsonl(path)))
     # the per-problem table from the index is the row-by-row fold of the text, exactly
     pd.testing.assert_frame_equal(samples.read_problems(path), classify.read_problems(path), check_exact=True)
     # the sample file itself is what io.write_jsonl writes (the index is beside it, not in it)
@@ -145,8 +145,10 @@ def test_aggregation_is_the_same_with_and_without_indexes(planted_study, tmp_pat
     with a stale index: every table byte-identical (the stale file's numbers follow its text)."""
     cfg, root, _ = planted_study
     cfg = copy.deepcopy(cfg)
+    parse = io.parse_jsonl  # training logs are still parsed; sample files must not be
     with monkeypatch.context() as m:  # indexed: not one sample file is parsed
-        m.setattr(samplefile, "parse", lambda path: pytest.fail(f"parsed {path}"))
+        m.setattr(io, "parse_jsonl",
+                  lambda path: pytest.fail(f"parsed {path}") if str(path).endswith(".jsonl.gz") else parse(path))
         m.setattr(classify, "read_problems", lambda path: pytest.fail(f"read {path} row by row"))
         with_index = _aggregate_outputs(cfg, root, tmp_path / "a")
     bare = tmp_path / "bare"

@@ -49,7 +49,6 @@ __all__ = [
     "fingerprint",
     "index_path",
     "index_tree",
-    "parse",
     "read_columns",
     "read_index",
     "sample_paths",
@@ -115,11 +114,6 @@ def fingerprint(sample_path: str | os.PathLike[str]) -> dict[str, int] | None:
     return {"bytes": size, "crc32": int.from_bytes(tail[:4], "little"), "isize": int.from_bytes(tail[4:], "little")}
 
 
-def parse(path: str | os.PathLike[str]) -> list | None:
-    """The rows of one sample file in one C call (:func:`io.parse_jsonl`); None where a reader must go row by row."""
-    return io.parse_jsonl(path)
-
-
 def columns_of(rows: list) -> Columns | None:
     """The :class:`Columns` of parsed rows, or None where a row is not as the evaluation writes it.
 
@@ -174,7 +168,7 @@ def write_index(sample_path: str | os.PathLike[str], cols: Columns | None = None
     if source is None:
         return False
     if cols is None:
-        rows = parse(sample_path)
+        rows = io.parse_jsonl(sample_path)
         cols = columns_of(rows) if rows is not None else None
         if cols is None:
             return False
@@ -239,7 +233,7 @@ def read_columns(sample_path: str | os.PathLike[str]) -> tuple[Columns | None, l
     cols = read_index(sample_path)
     if cols is not None:
         return cols, None
-    rows = parse(sample_path)
+    rows = io.parse_jsonl(sample_path)
     return (columns_of(rows) if rows is not None else None), rows
 
 

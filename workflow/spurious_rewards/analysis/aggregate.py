@@ -325,13 +325,12 @@ def _base_index(base: dict[str, pd.DataFrame]) -> BaseIndex:
             for bench, btab in base.items()}
 
 
-def _read_run(sample_dir: str, base: dict[str, pd.DataFrame], index: BaseIndex | None = None) -> RunSamples:
+def _read_run(sample_dir: str, base: dict[str, pd.DataFrame], index: BaseIndex) -> RunSamples:
     """One run's sample folder reduced to what the statistics need (runs in a worker process).
 
     Accuracies are aligned to the base model's problems here, so the parent only
     stacks arrays; only these arrays and four-row transition tables travel back.
     """
-    index = _base_index(base) if index is None else index
     files = samples.sample_files(sample_dir, base)
     out: RunSamples = {}
     for bench, btab in base.items():
